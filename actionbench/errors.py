@@ -1,0 +1,18 @@
+"""The one error type the harness shows to users as a plain message, never a traceback."""
+
+
+class UserError(ValueError):
+    """Bad input from the user (config value, path, manifest, image): says what and where, and what is valid."""
+
+
+def check_choice(key: str, value, choices) -> None:
+    """Fail with one message naming the valid choices when `value` is not among them."""
+    if value not in choices:
+        raise UserError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def check_positive(group: str, **values) -> None:
+    """Fail on the first value that is not a positive number, naming its config key."""
+    for key, value in values.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise UserError(f"{group}.{key}={value!r} must be a positive number")

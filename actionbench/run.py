@@ -1,0 +1,115 @@
+"""`python -m actionbench.run`: train one method on one action, generate the action for every evaluation
+subject, score every image, and write one record. Configuration: `conf/` (see --help)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from actionbench.errors import UserError, check_positive
+from actionbench.generate import generate_images
+from actionbench.models import resolve_device, resolve_dtype
+from actionbench.records import write_record
+from eval.aggregate import aggregate
+
+log = logging.getLogger("actionbench")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(node: DictConfig, **kwargs):
+    """`hydra.utils.instantiate`, letting our own UserError through unwrapped (Hydra wraps every error)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
+def run(cfg: DictConfig) -> dict:
+    """One run down the chain: config -> task -> method.train -> generate -> score -> record."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 3)
+        return now
+
+    # Everything a user can get wrong is checked here, before any model is loaded.
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    check_positive("", samples_per_subject=cfg.samples_per_subject, generation_batch_size=cfg.generation_batch_size)
+    task = build(cfg.benchmark, action=cfg.action)
+    method = build(cfg.method)
+    scorer = build(cfg.scorer)
+    scorer.check()
+    run_dir = Path(cfg.output_dir)
+    t = lap("validate", started)
+
+    model = build(cfg.model, dtype=dtype, device=device)
+    t = lap("load_model", t)
+
+    seed_everything(cfg.seed)
+    method.train(model, task, cfg.seed, run_dir / "artifact")
+    t = lap("train", t)
+
+    choices = {"method": cfg.method_name, "model": cfg.model_name, "benchmark": cfg.benchmark.name}
+    images = generate_images(method, model, task, cfg.seed, cfg.samples_per_subject, cfg.generation_batch_size,
+                             run_dir / "images", choices)
+    t = lap("generate", t)
+
+    per_image = scorer.score(task, images, device)
+    lap("score", t)
+    timings["total"] = round(time.perf_counter() - started, 3)
+
+    rows = [{"file": str(img.path.relative_to(run_dir)), "subject": img.subject.name, "category": img.subject.category,
+             "sample": img.sample, "prompt": img.prompt, "noise_seed": img.noise_seed, **scores}
+            for img, scores in zip(images, per_image)]
+    record = {
+        **choices,
+        "action": task.action.name,
+        "seed": cfg.seed,
+        "model_source": model.source,
+        "device": str(device),
+        "scorer": scorer.describe(),
+        "aggregates": aggregate(rows),
+        "timings_s": timings,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "images": rows,
+    }
+    path = write_record(run_dir, record)
+    summary = record["aggregates"]
+    print(f"{choices['method']} on {task.action.name!r}: Action {summary['action']:.2f}%  Subject {summary['subject']:.2f}%  "
+          f"Total {summary['total']:.2f}%  over {summary['images']} images in {timings['total']:.0f} s")
+    if scorer.measures_nothing:
+        print(f"note: {scorer.describe()['note']}")
+    print(f"results: {path}  (images in {run_dir / 'images'})")
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UserError as err:
+        print(f"actionbench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

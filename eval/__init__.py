@@ -1,0 +1,1 @@
+"""Scoring: judges and similarity scores per image, and their aggregation."""

@@ -1,0 +1,1 @@
+"""Action-customization methods, one per file, all behind `methods.base.ActionMethod`."""

@@ -1,0 +1,37 @@
+"""The one small interface every method implements: train on a task and save an artifact in the
+ecosystem's format, load that artifact back into a pipeline, and generate for prompts and noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from actionbench.models import TextToImageModel
+from actionbench.task import ActionTask
+
+
+class ActionMethod:
+    """A way to make a text-to-image model perform one action. Methods that learn override train/load."""
+
+    def train(self, model: TextToImageModel, task: ActionTask, seed: int, artifact_dir: Path) -> None:
+        """Learn the action from the task's exemplars into `model`, and save the artifact under `artifact_dir`."""
+
+    def load(self, model: TextToImageModel, task: ActionTask, artifact_dir: Path) -> None:
+        """Put a saved artifact into a freshly loaded `model`."""
+
+    def action_text(self, task: ActionTask) -> str:
+        """What stands for the action in prompts: learned token(s), or words."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, model: TextToImageModel, prompts: list[str], latents: torch.Tensor) -> list:
+        """One batched pipeline call from the given initial latents; returns PIL images."""
+        return model.pipe(
+            prompt=prompts,
+            latents=latents,
+            height=model.resolution,
+            width=model.resolution,
+            num_inference_steps=model.inference_steps,
+            guidance_scale=model.guidance_scale,
+        ).images

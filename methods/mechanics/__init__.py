@@ -1,0 +1,1 @@
+"""Training mechanics shared by the methods: each lives once here, and methods compose them."""

@@ -1,0 +1,45 @@
+"""Exemplar latents encoded once by the VAE and reused every step (the reference scripts re-encode)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def image_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
+    """Resize the short side to `resolution`, centre-crop, scale to [-1, 1] (as diffusers' examples do)."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+    image = image.crop((left, top, left + resolution, top + resolution))
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+class ExemplarLatents:
+    """The VAE's latent distribution of every exemplar and of its mirror image, computed once.
+
+    `sample` draws from those cached distributions, which is what encoding the (possibly flipped)
+    image anew at every step would give, without the per-step VAE encoder pass.
+    """
+
+    @torch.no_grad()
+    def __init__(self, vae, images: list[Image.Image], resolution: int, batch_size: int = 8):
+        pixels = torch.stack([image_tensor(image, resolution) for image in images])
+        pixels = torch.cat([pixels, pixels.flip(-1)])  # [originals; mirrored]
+        means, stds = [], []
+        for chunk in pixels.split(batch_size):
+            dist = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+        self.mean, self.std = torch.cat(means), torch.cat(stds)
+        self.count = len(images)
+        self.scaling_factor = vae.config.scaling_factor
+
+    def sample(self, indices: torch.Tensor, flipped: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        rows = indices + self.count * flipped.long()
+        rows = rows.to(self.mean.device)
+        noise = torch.randn(self.mean[rows].shape, generator=generator, device=generator.device).to(self.mean.device)
+        return (self.mean[rows] + self.std[rows] * noise) * self.scaling_factor

@@ -1,0 +1,30 @@
+"""The denoising objective every method trains with."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean"):
+    """MSE between the UNet's prediction and its target (noise, or velocity for v-prediction models).
+
+    Noise and timesteps come from `generator`, so a seeded run is reproducible. `reduction="none"` gives
+    one loss per sample.
+    """
+    noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
+    timesteps = torch.randint(
+        0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
+    ).to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+    unet_dtype = next(unet.parameters()).dtype
+    prediction = unet(noisy.to(unet_dtype), timesteps, encoder_hidden_states.to(unet_dtype)).sample
+    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return loss.mean() if reduction == "mean" else loss

@@ -1,0 +1,101 @@
+"""Textual Inversion (Gal et al. 2022): one new token embedding is the only trainable parameter.
+
+Recipe and defaults follow diffusers' `textual_inversion` example; the action's identifier replaces the
+placeholder in each exemplar's own description. The artifact is `learned_embeds.safetensors`
+({token: vector}), loadable by `pipe.load_textual_inversion`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+from safetensors.torch import save
+from tqdm.auto import tqdm
+
+from actionbench.errors import UserError, check_positive
+from actionbench.files import write_atomic
+from methods.base import ActionMethod
+from methods.mechanics.latents import ExemplarLatents
+from methods.mechanics.loss import noise_prediction_loss
+from methods.mechanics.tokens import TrainableRows, add_token
+
+EMBEDS_FILE = "learned_embeds.safetensors"
+
+
+class TextualInversion(ActionMethod):
+    def __init__(
+        self,
+        placeholder_token: str | None = None,
+        initializer_token: str = "action",
+        learning_rate: float = 5e-4,
+        scale_lr: bool = True,
+        train_batch_size: int = 4,
+        gradient_accumulation_steps: int = 1,
+        max_train_steps: int = 3000,
+        flip_p: float = 0.5,
+        adam_beta1: float = 0.9,
+        adam_beta2: float = 0.999,
+        adam_weight_decay: float = 1e-2,
+        adam_epsilon: float = 1e-8,
+        log_every: int = 10,
+    ):
+        check_positive("method", learning_rate=learning_rate, train_batch_size=train_batch_size, max_train_steps=max_train_steps,
+                       gradient_accumulation_steps=gradient_accumulation_steps, log_every=log_every)
+        if not 0.0 <= flip_p <= 1.0:
+            raise UserError(f"method.flip_p={flip_p!r} must lie in [0, 1]")
+        self.placeholder_token = placeholder_token
+        self.initializer_token = initializer_token
+        self.learning_rate = learning_rate * (train_batch_size * gradient_accumulation_steps if scale_lr else 1)
+        self.batch_size = train_batch_size
+        self.accumulation = gradient_accumulation_steps
+        self.max_train_steps = max_train_steps
+        self.flip_p = flip_p
+        self.adam = dict(betas=(adam_beta1, adam_beta2), weight_decay=adam_weight_decay, eps=adam_epsilon)
+        self.log_every = log_every
+
+    def token(self, task) -> str:
+        return self.placeholder_token or f"<{task.action.name}>"
+
+    def action_text(self, task) -> str:
+        return self.token(task)
+
+    def train(self, model, task, seed: int, artifact_dir: Path) -> None:
+        pipe, token = model.pipe, self.token(task)
+        device, model_dtype = model.device, pipe.unet.dtype
+        text_encoder = pipe.text_encoder.to(torch.float32)  # the trained embedding stays in full precision
+        texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
+        token_id = add_token(pipe.tokenizer, text_encoder, token, self.initializer_token, texts)
+        rows = TrainableRows(text_encoder, [token_id])
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        exemplars = task.action.exemplars
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
+        input_ids = pipe.tokenizer(
+            [e.caption(token) for e in exemplars], padding="max_length", truncation=True,
+            max_length=pipe.tokenizer.model_max_length, return_tensors="pt",
+        ).input_ids.to(device)
+        optimizer = torch.optim.AdamW([rows.weight], lr=self.learning_rate, **self.adam)
+        generator = torch.Generator(device).manual_seed(seed)
+        sampler = torch.Generator().manual_seed(seed)  # which exemplars, and whether mirrored
+
+        bar = tqdm(range(self.max_train_steps), desc="textual inversion", unit="step")
+        for step in bar:
+            for _ in range(self.accumulation):
+                index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
+                flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
+                hidden = text_encoder(input_ids[index.to(device)])[0]
+                loss = noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
+                (loss / self.accumulation).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            rows.restore()
+            if step % self.log_every == 0 or step == self.max_train_steps - 1:
+                bar.set_postfix(loss=f"{loss.item():.4f}")  # the only host sync, every log_every steps
+        rows.done()
+        text_encoder.to(model_dtype)
+        learned = rows.weight.detach()[token_id : token_id + 1].float().cpu()
+        write_atomic(Path(artifact_dir) / EMBEDS_FILE, save({token: learned}))
+
+    def load(self, model, task, artifact_dir: Path) -> None:
+        model.pipe.load_textual_inversion(str(Path(artifact_dir) / EMBEDS_FILE))

@@ -1,0 +1,87 @@
+"""The Hydra app: config groups are the registry, and bad choices fail before any model is loaded."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from actionbench.errors import UserError
+from actionbench.run import run
+from conftest import REPO, compose_config
+
+
+@pytest.mark.parametrize("group", ["method", "model", "benchmark", "scorer"])
+def test_unknown_group_choice_lists_the_valid_ones(group):
+    with pytest.raises(MissingConfigException) as err:
+        compose_config([f"{group}=no_such_thing"])
+    message = str(err.value)
+    assert "no_such_thing" in message
+    expected = {"method": ["sd", "textual_inversion"], "model": ["sd15", "sd21", "tiny"],
+                "benchmark": ["actionbench"], "scorer": ["clip_vit_h14", "tiny"]}[group]
+    for choice in expected:
+        assert choice in message
+
+
+def test_cli_unknown_method_exits_nonzero_naming_choices():
+    result = subprocess.run([sys.executable, "-m", "actionbench.run", "method=nope"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "textual_inversion" in result.stderr and "nope" in result.stderr
+
+
+def test_cli_unknown_action_is_one_message_before_loading(mini_root):
+    # model=sd21 would try the hub (offline here) if it were loaded first; the action error must come first.
+    result = subprocess.run(
+        [sys.executable, "-m", "actionbench.run", "action=moonwalk", f"benchmark.root={mini_root}", "method=sd"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "action='moonwalk' is not valid" in result.stderr
+    assert "salute" in result.stderr and "handstand" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_describes_the_app_and_its_groups():
+    result = subprocess.run([sys.executable, "-m", "actionbench.run", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for text in ("actionbench.run", "method: sd, textual_inversion", "model: sd15, sd21, tiny", "samples_per_subject"):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dtype=fp8", "fp32, fp16, bf16"),
+        ("device=quantum", "device='quantum'"),
+        ("samples_per_subject=0", "samples_per_subject"),
+        ("method.max_train_steps=-1", "max_train_steps"),
+        ("method.flip_p=2", "flip_p"),
+        ("scorer.model_name=NoSuchCLIP", "open_clip model"),
+    ],
+)
+def test_bad_values_fail_before_the_model_loads(override, message, mini_root, tmp_path):
+    cfg = compose_config(["model=sd21", "model.pretrained=/nonexistent/model", f"benchmark.root={mini_root}",
+                          f"output_dir={tmp_path}", override])
+    with pytest.raises(UserError, match=message):
+        run(cfg)
+    assert not any(tmp_path.iterdir()), "nothing may be written before a config error"
+
+
+def test_model_tiny_brings_its_scorer_and_a_short_run_but_cli_wins():
+    cfg = compose_config(["model=tiny"])
+    assert cfg.scorer.pretrained is None and cfg.method.max_train_steps < 1000
+    cfg = compose_config(["model=tiny", "scorer=clip_vit_l14", "method.max_train_steps=7"])
+    assert cfg.scorer.model_name == "ViT-L-14" and cfg.method.max_train_steps == 7
+    assert compose_config([]).method.max_train_steps == 3000  # the faithful default stays for real models
+
+
+def test_benchmark_root_comes_from_the_environment(monkeypatch, mini_root):
+    monkeypatch.setenv("ACTIONBENCH_ROOT", str(mini_root))
+    assert compose_config([]).benchmark.root == str(mini_root)
+
+
+def test_output_folder_encodes_the_settings():
+    cfg = compose_config(["model=tiny", "method=sd", "action=wave", "seed=3"])
+    assert cfg.output_dir == "results/runs/actionbench/tiny/sd/wave/seed3"

@@ -1,0 +1,59 @@
+"""Scoring: aggregation arithmetic, zero-shot verdicts, and clear errors for missing scorer weights."""
+
+import pytest
+import torch
+from PIL import Image
+
+from actionbench.errors import UserError
+from actionbench.generate import GeneratedImage
+from eval.aggregate import aggregate
+from eval.clip_scorer import ClipScorer, judge
+
+
+def test_aggregate_counts_total_as_both_correct():
+    rows = [
+        {"action_correct": True, "subject_correct": True, "image_exemplar_cosine": 0.5, "image_subject_cosine": 0.1},
+        {"action_correct": True, "subject_correct": False, "image_exemplar_cosine": 0.3, "image_subject_cosine": 0.3},
+        {"action_correct": False, "subject_correct": True, "image_exemplar_cosine": 0.1, "image_subject_cosine": 0.2},
+        {"action_correct": False, "subject_correct": False, "image_exemplar_cosine": 0.1, "image_subject_cosine": 0.2},
+    ]
+    summary = aggregate(rows)
+    assert (summary["action"], summary["subject"], summary["total"], summary["images"]) == (50.0, 50.0, 25.0, 4)
+    assert summary["image_exemplar_cosine"] == pytest.approx(0.25)
+
+
+def test_unknown_pretrained_tag_lists_the_tags():
+    with pytest.raises(UserError, match="laion2b_s32b_b79k"):
+        ClipScorer("ViT-H-14", "no_such_tag").check()
+
+
+def test_missing_weights_give_one_clear_error():
+    with pytest.raises(UserError, match="could not be found"):
+        ClipScorer("ViT-B-32", "openai").check()  # hub is offline in tests, and nothing is cached
+
+
+def test_verdicts_follow_the_nearest_text():
+    # 3 subjects, 2 actions, 4-d features: axes 0-2 are subjects, axis 3 the true action.
+    eye = torch.eye(4)
+    subject_feats = eye[:3]
+    action_feats = torch.stack([torch.stack([eye[s] + eye[3], eye[s]]) for s in range(3)])  # action 0 = true
+    action_feats = torch.nn.functional.normalize(action_feats, dim=-1)
+    exemplar_feats = eye[3:4]
+    images = torch.nn.functional.normalize(torch.stack([
+        eye[0] + eye[3],  # subject 0 doing the action: both right
+        eye[1] + eye[3],  # looks like subject 1 doing the action, but was prompted as subject 2
+        eye[2],           # subject 2 without the action
+    ]), dim=-1)
+    verdicts = judge(images, [0, 2, 2], subject_feats, action_feats, 0, exemplar_feats)
+    assert [v["subject_correct"] for v in verdicts] == [True, False, True]
+    assert [v["action_correct"] for v in verdicts] == [True, True, False]
+    assert verdicts[0]["image_exemplar_cosine"] == pytest.approx(2 ** -0.5)
+    assert verdicts[2]["image_subject_cosine"] == pytest.approx(1.0)
+
+
+def test_tiny_scorer_is_deterministic(mini_task, tmp_path):
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "x.png")
+    images = [GeneratedImage(tmp_path / "x.png", mini_task.subjects[0], 0, "", 0)]
+    a = ClipScorer("ActionBench-Tiny-CLIP", None).score(mini_task, images, torch.device("cpu"))
+    b = ClipScorer("ActionBench-Tiny-CLIP", None).score(mini_task, images, torch.device("cpu"))
+    assert a == b

@@ -1,0 +1,58 @@
+"""Model loading: clear errors for wrong paths and ids; the tiny pipeline has real SD behaviour."""
+
+import open_clip
+import pytest
+import torch
+
+from actionbench.errors import UserError
+from actionbench.models import clip_tokenizer, load_pretrained, resolve_device, resolve_dtype, tiny_pipeline
+
+ARGS = dict(resolution=512, inference_steps=50, guidance_scale=7.5, dtype=torch.float32, device=torch.device("cpu"))
+
+
+def test_missing_local_folder(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        load_pretrained(str(tmp_path / "nothing"), **ARGS)
+
+
+def test_folder_that_is_not_a_pipeline(tmp_path):
+    with pytest.raises(UserError, match="no model_index.json"):
+        load_pretrained(str(tmp_path), **ARGS)
+
+
+def test_hub_id_not_available_offline():
+    with pytest.raises(UserError, match="could not be loaded as a Stable Diffusion pipeline"):
+        load_pretrained("no-such-org/no-such-model", **ARGS)
+
+
+def test_local_folder_round_trip(tmp_path, tiny_model):
+    tiny_model.pipe.save_pretrained(tmp_path / "pipe")
+    loaded = load_pretrained(str(tmp_path / "pipe"), **ARGS)
+    state, original = loaded.pipe.unet.state_dict(), tiny_model.pipe.unet.state_dict()
+    assert all(torch.equal(state[k], original[k]) for k in original)
+    assert type(loaded.pipe.unet.attn_processors["down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor"]).__name__ == "AttnProcessor2_0"
+
+
+def test_dtype_and_device_choices():
+    assert resolve_dtype("bf16") is torch.bfloat16
+    with pytest.raises(UserError, match="fp32, fp16, bf16"):
+        resolve_dtype("half")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(UserError):
+        resolve_device("nonsense")
+
+
+def test_tokenizer_matches_clip_bpe():
+    tokenizer, reference = clip_tokenizer(), open_clip.tokenizer.SimpleTokenizer()
+    assert len(tokenizer) == 49408
+    for text in ["a photo of a man saluting", "Barack Obama does a handstand!", "sks <salute> 123"]:
+        expected = [reference.sot_token_id] + reference.encode(text) + [reference.eot_token_id]
+        assert tokenizer(text).input_ids == expected
+
+
+def test_tiny_pipeline_is_deterministic_and_sd_shaped(tiny_model):
+    again = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
+    a, b = tiny_model.pipe.unet.state_dict(), again.pipe.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert tiny_model.pipe.unet.config.cross_attention_dim == tiny_model.pipe.text_encoder.config.hidden_size
+    assert tiny_model.pipe.vae_scale_factor == 4

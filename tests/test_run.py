@@ -1,0 +1,33 @@
+"""End to end on the tiny model: images, sidecars and a record whose aggregates match its rows."""
+
+import json
+
+import pytest
+
+from actionbench.run import run
+from conftest import compose_config
+from eval.aggregate import aggregate
+
+
+@pytest.mark.parametrize("method", ["sd", "textual_inversion"])
+def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_root, tmp_path):
+    cfg = compose_config([f"method={method}", "model=tiny", f"benchmark.root={mini_root}", f"output_dir={tmp_path}",
+                          "method.max_train_steps=3" if method != "sd" else "seed=0"])
+    run(cfg)
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["complete"] is True and record["method"] == method and record["model"] == "tiny"
+    assert len(record["images"]) == 23 * 2
+    for row in record["images"]:
+        assert (tmp_path / row["file"]).is_file()
+        assert json.loads((tmp_path / row["file"]).with_suffix(".json").read_text())["prompt"] == row["prompt"]
+    expected = aggregate(record["images"])
+    assert record["aggregates"] == expected
+    n = len(record["images"])
+    assert record["aggregates"]["total"] == pytest.approx(
+        100 * sum(r["action_correct"] and r["subject_correct"] for r in record["images"]) / n)
+    assert "measure nothing" in record["scorer"]["note"]
+    assert record["versions"]["torch"] and record["config"]["action"] == "salute"
+    if method == "textual_inversion":
+        assert (tmp_path / "artifact" / "learned_embeds.safetensors").is_file()
+        assert record["images"][0]["prompt"] == "a man <salute>"
+    assert not list(tmp_path.rglob("*.tmp")), "no temporary files may be left behind"
