@@ -3,7 +3,6 @@ subject, score every image, and write one record. Configuration: `conf/` (see --
 
 from __future__ import annotations
 
-import logging
 import random
 import sys
 import time
@@ -21,9 +20,6 @@ from actionbench.generate import generate_images
 from actionbench.models import resolve_device, resolve_dtype
 from actionbench.records import write_record
 from eval.aggregate import aggregate
-
-log = logging.getLogger("actionbench")
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
