@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -53,7 +54,7 @@ def run(cfg: DictConfig) -> dict:
     task = build(cfg.benchmark, action=cfg.action)
     method = build(cfg.method)
     scorer = build(cfg.scorer)
-    scorer.check()
+    scorer.check(task)
     run_dir = Path(cfg.output_dir)
     t = lap("validate", started)
 
@@ -85,6 +86,7 @@ def run(cfg: DictConfig) -> dict:
         "scorer": scorer.describe(),
         "aggregates": aggregate(rows),
         "timings_s": timings,
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "config": OmegaConf.to_container(cfg, resolve=True),
         "images": rows,
     }
@@ -104,6 +106,9 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
     except UserError as err:
         print(f"actionbench: error: {err}", file=sys.stderr)
+        run_dir = Path(cfg.output_dir)
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # Hydra creates the run folder up front; a run refused at validation leaves none
         sys.exit(2)
 
 

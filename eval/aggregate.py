@@ -8,7 +8,7 @@ SIMILARITIES = ("image_exemplar_cosine", "image_subject_cosine")
 
 
 def aggregate(per_image: list[dict]) -> dict:
-    """Percentages of images judged action-correct, subject-correct and both; mean similarity scores."""
+    """Percentages of images judged action-correct, subject-correct and both; mean similarity scores if any."""
     if not per_image:
         raise ValueError("no images to aggregate")
     n = len(per_image)
@@ -19,5 +19,6 @@ def aggregate(per_image: list[dict]) -> dict:
         "total": 100.0 * sum(bool(s["action_correct"] and s["subject_correct"]) for s in per_image) / n,
     }
     for key in SIMILARITIES:
-        summary[key] = fmean(s[key] for s in per_image)
+        if key in per_image[0]:  # similarity scorers only; judges give verdicts alone
+            summary[key] = fmean(s[key] for s in per_image)
     return summary

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import open_clip
 import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
 from actionbench.errors import UserError
+from eval.scorer import Scorer
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"  # the project's own open_clip model configs
 open_clip.add_model_config(CONFIG_DIR)
 
 
-class ClipScorer:
+class ClipScorer(Scorer):
     def __init__(
         self,
         model_name: str,
@@ -38,6 +37,8 @@ class ClipScorer:
         self.subject_template, self.action_template = subject_template, action_template
         self.seed = seed
         self._weights: str | None = None
+        self._model = None
+        self._task_features: dict = {}
 
     @property
     def measures_nothing(self) -> bool:
@@ -49,7 +50,7 @@ class ClipScorer:
             info["note"] = "random-weight scorer: these scores exercise the code and measure nothing"
         return info
 
-    def check(self) -> None:
+    def check(self, task=None) -> None:
         """Find the weights now, before any expensive work, or fail with one clear message."""
         if self.model_name not in open_clip.list_models():
             raise UserError(f"scorer.model_name={self.model_name!r} is not an open_clip model (e.g. ViT-H-14, ViT-L-14; "
@@ -70,41 +71,48 @@ class ClipScorer:
                             "scorer.pretrained to a local checkpoint file.") from err
 
     def _load(self, device: torch.device):
-        if self._weights is None and not self.measures_nothing:
-            self.check()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # random-weight scorers are reproducible too
-            model, _, preprocess = open_clip.create_model_and_transforms(self.model_name, pretrained=self._weights)
-        return model.to(device).eval(), preprocess, open_clip.get_tokenizer(self.model_name)
+        if self._model is None:
+            if self._weights is None and not self.measures_nothing:
+                self.check()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)  # random-weight scorers are reproducible too
+                model, _, preprocess = open_clip.create_model_and_transforms(self.model_name, pretrained=self._weights)
+            self._model = model.eval(), preprocess, open_clip.get_tokenizer(self.model_name)
+        model, preprocess, tokenizer = self._model
+        return model.to(device), preprocess, tokenizer
+
+    def _encode_images(self, model, preprocess, images, device):
+        feats = [model.encode_image(torch.stack([preprocess(im) for im in images[i : i + self.batch_size]]).to(device))
+                 for i in range(0, len(images), self.batch_size)]
+        return torch.nn.functional.normalize(torch.cat(feats).float(), dim=-1)
+
+    def _features(self, task, device):
+        """Text and exemplar features of a task, computed once per (benchmark, action)."""
+        key = (task.benchmark, task.action.name, str(device))
+        if key not in self._task_features:
+            model, preprocess, tokenizer = self._load(device)
+
+            def encode_texts(texts):
+                feats = [model.encode_text(tokenizer(texts[i : i + self.batch_size]).to(device))
+                         for i in range(0, len(texts), self.batch_size)]
+                return torch.nn.functional.normalize(torch.cat(feats).float(), dim=-1)
+
+            subjects, actions = task.subjects, task.actions
+            subject_feats = encode_texts([self.subject_template.format(subject=s.prompt) for s in subjects])
+            action_feats = encode_texts([self.action_template.format(subject=s.prompt, action=a.description)
+                                         for s in subjects for a in actions]).view(len(subjects), len(actions), -1)
+            exemplar_feats = self._encode_images(model, preprocess, [e.load() for e in task.action.exemplars], device)
+            self._task_features[key] = subject_feats, action_feats, exemplar_feats
+        return self._task_features[key]
 
     @torch.no_grad()
-    def score(self, task, images: list, device: torch.device) -> list[dict]:
-        """Score generated images (objects with .path, .subject) against the task; one dict per image."""
-        model, preprocess, tokenizer = self._load(device)
-
-        def encode_images(pil_images):
-            feats = [model.encode_image(torch.stack([preprocess(im) for im in chunk]).to(device))
-                     for chunk in _chunks(pil_images, self.batch_size)]
-            return torch.nn.functional.normalize(torch.cat(feats).float(), dim=-1)
-
-        def encode_texts(texts):
-            feats = [model.encode_text(tokenizer(chunk).to(device)) for chunk in _chunks(texts, self.batch_size)]
-            return torch.nn.functional.normalize(torch.cat(feats).float(), dim=-1)
-
-        subjects, actions = task.subjects, task.actions
-        subject_feats = encode_texts([self.subject_template.format(subject=s.prompt) for s in subjects])
-        action_texts = [self.action_template.format(subject=s.prompt, action=a.description) for s in subjects for a in actions]
-        action_feats = encode_texts(action_texts).view(len(subjects), len(actions), -1)
-        exemplar_feats = encode_images([e.load() for e in task.action.exemplars])
-        true_action = next(i for i, a in enumerate(actions) if a.name == task.action.name)
-        subject_index = {s.name: i for i, s in enumerate(subjects)}
-
-        results = []
-        for chunk in tqdm(list(_chunks(images, self.batch_size)), desc="score", unit="batch"):
-            feats = encode_images([Image.open(img.path).convert("RGB") for img in chunk])
-            rows = [subject_index[img.subject.name] for img in chunk]
-            results += judge(feats, rows, subject_feats, action_feats, true_action, exemplar_feats)
-        return results
+    def verdicts(self, task, images, subjects, device) -> list[dict]:
+        subject_feats, action_feats, exemplar_feats = self._features(task, device)
+        model, preprocess, _ = self._load(device)
+        feats = self._encode_images(model, preprocess, images, device)
+        subject_index = {s.name: i for i, s in enumerate(task.subjects)}
+        true_action = [a.name for a in task.actions].index(task.action.name)
+        return judge(feats, [subject_index[s] for s in subjects], subject_feats, action_feats, true_action, exemplar_feats)
 
 
 def judge(image_feats, subject_rows, subject_feats, action_feats, true_action: int, exemplar_feats) -> list[dict]:
@@ -122,8 +130,3 @@ def judge(image_feats, subject_rows, subject_feats, action_feats, true_action: i
             "image_subject_cosine": float(subject_feats[s] @ feat),
         })
     return results
-
-
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -6,6 +6,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported anywher
 
 from pathlib import Path  # noqa: E402
 
+import actionbench  # noqa: E402,F401  (registers the ${world:...} config resolver)
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402

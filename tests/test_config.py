@@ -30,13 +30,15 @@ def test_cli_unknown_method_exits_nonzero_naming_choices():
     assert "textual_inversion" in result.stderr and "nope" in result.stderr
 
 
-def test_cli_unknown_action_is_one_message_before_loading(mini_root):
+def test_cli_unknown_action_is_one_message_before_loading(mini_root, tmp_path):
     # model=sd21 would try the hub (offline here) if it were loaded first; the action error must come first.
     result = subprocess.run(
-        [sys.executable, "-m", "actionbench.run", "action=moonwalk", f"benchmark.root={mini_root}", "method=sd"],
+        [sys.executable, "-m", "actionbench.run", "action=moonwalk", f"benchmark.root={mini_root}", "method=sd",
+         f"output_dir={tmp_path}/run"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
+    assert not (tmp_path / "run").exists(), "a refused run leaves no folder behind"
     assert "action='moonwalk' is not valid" in result.stderr
     assert "salute" in result.stderr and "handstand" in result.stderr
     assert "Traceback" not in result.stderr
@@ -48,6 +50,14 @@ def test_help_describes_the_app_and_its_groups():
     assert result.returncode == 0
     for text in ("actionbench.run", "method: sd, textual_inversion", "model: sd15, sd21, tiny", "samples_per_subject"):
         assert text in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config_and_runs_nothing(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "actionbench.run", "--cfg", "job", "method=sd", "model=tiny",
+                             f"output_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "_target_: methods.sd.PlainPrompt" in result.stdout and "samples_per_subject: 2" in result.stdout
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_ro
         100 * sum(r["action_correct"] and r["subject_correct"] for r in record["images"]) / n)
     assert "measure nothing" in record["scorer"]["note"]
     assert record["versions"]["torch"] and record["config"]["action"] == "salute"
+    assert f"method={method}" in record["overrides"]
     if method == "textual_inversion":
         assert (tmp_path / "artifact" / "learned_embeds.safetensors").is_file()
         assert record["images"][0]["prompt"] == "a man <salute>"

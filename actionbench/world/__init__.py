@@ -1,0 +1,8 @@
+"""The offline action world: a procedural renderer, ground-truth judges, a world CLIP and a benchmark task,
+small enough for a CPU, where the right answer is known exactly."""
+
+from pathlib import Path
+
+WORLD = Path(__file__).parent
+WEIGHTS = WORLD / "weights"  # committed: judges, world CLIP, with their training configs and reports
+BENCHMARK = WORLD / "benchmark"  # committed: the world's task in ActionBench's manifest format

@@ -1,0 +1,71 @@
+"""The offline world: a deterministic renderer, a committed task that matches it, and judges that see."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from actionbench.errors import UserError
+from actionbench.task import load_task
+from actionbench.world import BENCHMARK
+from actionbench.world.benchmark import EXEMPLARS_PER_ACTION, SEED, manifest
+from actionbench.world.judges import Judge, to_pixels
+from actionbench.world.render import (ACTIONS, BENCHMARK_ACTIONS, EVAL_SUBJECTS, EXEMPLAR_SUBJECTS, KNOWN_ACTIONS,
+                                      SUBJECTS, random_dataset, render)
+from eval.judge_scorer import JudgeScorer
+
+
+def test_world_has_the_benchmark_shape():
+    assert len(EVAL_SUBJECTS) == 23 and len(EXEMPLAR_SUBJECTS) == 3
+    assert {s.category for s in EVAL_SUBJECTS} == {"human", "personality", "animal"}
+    assert len(KNOWN_ACTIONS) == 8 and len(BENCHMARK_ACTIONS) == 8
+    assert len({s.name for s in SUBJECTS}) == len(SUBJECTS) and len({a.name for a in ACTIONS}) == len(ACTIONS)
+
+
+def test_render_is_deterministic_from_the_seed():
+    a = render(SUBJECTS[0], ACTIONS[0], np.random.default_rng(5))
+    b = render(SUBJECTS[0], ACTIONS[0], np.random.default_rng(5))
+    c = render(SUBJECTS[0], ACTIONS[0], np.random.default_rng(6))
+    assert a.size == (32, 32) and a.tobytes() == b.tobytes() != c.tobytes()
+
+
+def test_committed_task_matches_the_renderer():
+    committed = yaml.safe_load((BENCHMARK / "manifest.yaml").read_text())
+    assert committed == manifest()
+    for a, action in enumerate(BENCHMARK_ACTIONS):
+        for i in (0, EXEMPLARS_PER_ACTION - 1):
+            fresh = render(EXEMPLAR_SUBJECTS[i % 3], action, np.random.default_rng([SEED, a, i]))
+            assert np.array_equal(np.asarray(Image.open(BENCHMARK / action.name / f"{i:02d}.png")), np.asarray(fresh))
+
+
+def test_synthetic_benchmark_loads_through_the_same_loader():
+    task = load_task("synthetic", str(BENCHMARK), "kick")
+    assert len(task.action.exemplars) == 10 and len(task.subjects) == 23 and len(task.actions) == 8
+    assert task.action.exemplars[0].caption("<kick>") == "a yellow puppet <kick>"
+    with pytest.raises(UserError, match="salute, point, raise_hand"):
+        load_task("synthetic", str(BENCHMARK), "moonwalk")
+
+
+@pytest.mark.parametrize("kind", ["action", "subject"])
+def test_judges_read_fresh_renders(kind):
+    images, subjects, actions = random_dataset(600, seed=987_654)
+    truth = torch.from_numpy(actions if kind == "action" else subjects)
+    predicted, _ = Judge.load(kind).predict(to_pixels(images))
+    accuracy = (predicted == truth).float().mean().item()
+    assert accuracy >= 0.95, f"{kind} judge: {accuracy:.3f}"  # the full check (>= 98%) is in weights/judges.md
+
+
+def test_judge_scorer_abstains_below_its_confidence():
+    task = load_task("synthetic", str(BENCHMARK), "squat")
+    images = [render(EVAL_SUBJECTS[3], BENCHMARK_ACTIONS[6], np.random.default_rng(i)) for i in range(4)]
+    sure = JudgeScorer().verdicts(task, images, ["girl"] * 4, torch.device("cpu"))
+    assert all(v["action_correct"] and v["subject_correct"] for v in sure)
+    unsure = JudgeScorer(min_confidence=0.999999).verdicts(task, images, ["girl"] * 4, torch.device("cpu"))
+    assert not any(v["action_correct"] or v["subject_correct"] for v in unsure)
+    assert all(v["action_predicted"] is None for v in unsure if v["action_confidence"] < 0.999999)
+
+
+def test_judge_scorer_refuses_tasks_outside_the_world(mini_task):
+    with pytest.raises(UserError, match="benchmark=synthetic"):
+        JudgeScorer().check(mini_task)
