@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import save
-from tqdm.auto import tqdm
 
 from actionbench.errors import UserError, check_positive
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
+from methods.mechanics.loop import optimise
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.tokens import TrainableRows, add_token
 
@@ -79,19 +79,13 @@ class TextualInversion(ActionMethod):
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)  # which exemplars, and whether mirrored
 
-        bar = tqdm(range(self.max_train_steps), desc="textual inversion", unit="step")
-        for step in bar:
-            for _ in range(self.accumulation):
-                index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
-                flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-                hidden = text_encoder(input_ids[index.to(device)])[0]
-                loss = noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
-                (loss / self.accumulation).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            rows.restore()
-            if step % self.log_every == 0 or step == self.max_train_steps - 1:
-                bar.set_postfix(loss=f"{loss.item():.4f}")  # the only host sync, every log_every steps
+        def loss() -> torch.Tensor:
+            index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
+            flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
+            hidden = text_encoder(input_ids[index.to(device)])[0]
+            return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
+
+        optimise(optimizer, loss, self.max_train_steps, "textual inversion", self.accumulation, rows.restore, self.log_every)
         rows.done()
         text_encoder.to(model_dtype)
         learned = rows.weight.detach()[token_id : token_id + 1].float().cpu()
