@@ -201,4 +201,4 @@ def tiny_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return TextToImageModel(_finish(pipe, dtype, device), "tiny (random weights)", resolution, inference_steps, guidance_scale)
+    return TextToImageModel(_finish(pipe, dtype, device), f"tiny-random-seed{seed}", resolution, inference_steps, guidance_scale)

@@ -28,3 +28,15 @@ def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, gener
     prediction = unet(noisy.to(unet_dtype), timesteps, encoder_hidden_states.to(unet_dtype)).sample
     loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     return loss.mean() if reduction == "mean" else loss
+
+
+def instance_and_prior_loss(unet, scheduler, instance_latents, instance_hidden, prior_latents, prior_hidden, generator,
+                            prior_weight: float):
+    """DreamBooth's objective: the instance loss plus `prior_weight` x the loss on the base model's own class
+    images (prior preservation), in one batched UNet pass. Without prior latents it is the instance loss."""
+    if prior_latents is None:
+        return noise_prediction_loss(unet, scheduler, instance_latents, instance_hidden, generator)
+    per_sample = noise_prediction_loss(unet, scheduler, torch.cat([instance_latents, prior_latents]),
+                                       torch.cat([instance_hidden, prior_hidden]), generator, reduction="none")
+    n = instance_latents.shape[0]
+    return per_sample[:n].mean() + prior_weight * per_sample[n:].mean()

@@ -1,0 +1,34 @@
+"""LoRA on the UNet through peft, saved in diffusers' LoRA format (loadable by `pipe.load_lora_weights`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+ATTENTION_PROJECTIONS = ("to_k", "to_q", "to_v", "to_out.0")
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name, found by load_lora_weights
+
+
+def add_unet_lora(unet, rank: int, target_modules=ATTENTION_PROJECTIONS) -> list[torch.nn.Parameter]:
+    """Inject rank-`rank` adapters (peft) into the UNet's attention projections; return their parameters.
+
+    The adapters are kept in fp32 even when the frozen UNet is in half precision.
+    """
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(target_modules)))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    return params
+
+
+def save_unet_lora(pipe, folder: Path) -> Path:
+    """Write the UNet's LoRA weights in diffusers' format (peft names converted), atomically via a temp folder."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    type(pipe).save_lora_weights(save_directory=str(folder), unet_lora_layers=layers, safe_serialization=True)
+    return Path(folder) / LORA_FILE
