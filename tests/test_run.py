@@ -9,10 +9,15 @@ from conftest import compose_config
 from eval.aggregate import aggregate
 
 
-@pytest.mark.parametrize("method", ["sd", "textual_inversion"])
+SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"],
+         "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],
+         "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"]}
+
+
+@pytest.mark.parametrize("method", list(SHORT))
 def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_root, tmp_path):
     cfg = compose_config([f"method={method}", "model=tiny", f"benchmark.root={mini_root}", f"output_dir={tmp_path}",
-                          "method.max_train_steps=3" if method != "sd" else "seed=0"])
+                          f"cache_dir={tmp_path}/cache", *SHORT[method]])
     run(cfg)
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["complete"] is True and record["method"] == method and record["model"] == "tiny"
@@ -31,4 +36,6 @@ def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_ro
     if method == "textual_inversion":
         assert (tmp_path / "artifact" / "learned_embeds.safetensors").is_file()
         assert record["images"][0]["prompt"] == "a man <salute>"
+    if method in ("dreambooth_lora", "custom_diffusion"):
+        assert any((tmp_path / "artifact").glob("*.safetensors"))
     assert not list(tmp_path.rglob("*.tmp")), "no temporary files may be left behind"
