@@ -16,3 +16,9 @@ def check_positive(group: str, **values) -> None:
     for key, value in values.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise UserError(f"{group}.{key}={value!r} must be a positive number")
+
+
+def check_probability(group: str, **values) -> None:
+    for key, value in values.items():
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise UserError(f"{group}.{key}={value!r} must lie in [0, 1]")

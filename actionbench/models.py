@@ -141,7 +141,12 @@ def tiny_pipeline(
     Cross-attention in every UNet block, a 3-level VAE (latents at resolution / 4), a 2-layer CLIP text
     encoder over the full CLIP vocabulary. Deterministic: the same seed gives the same weights.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if resolution % 4:

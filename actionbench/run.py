@@ -22,6 +22,7 @@ from actionbench.models import resolve_device, resolve_dtype
 from actionbench.records import write_record
 from eval.aggregate import aggregate
 
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -16,14 +16,19 @@ from diffusers import DDPMScheduler
 from diffusers.models.attention_processor import CustomDiffusionAttnProcessor2_0
 from safetensors.torch import load_file, save
 
-from actionbench.errors import UserError, check_choice, check_positive
+from actionbench.errors import (
+    UserError,
+    check_choice,
+    check_positive,
+    check_probability,
+)
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
-from methods.dreambooth import PriorPreservation, text_embedder
 from methods.mechanics.latents import ExemplarLatents
 from methods.mechanics.loop import optimise
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
+from methods.mechanics.prior import PriorPreservation, text_embedder
 from methods.mechanics.tokens import TrainableRows, add_token
 
 PROCESSOR_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
@@ -80,8 +85,7 @@ class CustomDiffusion(ActionMethod):
         check_choice("method.freeze_model", freeze_model, FREEZE_CHOICES)
         check_positive("method", learning_rate=learning_rate, train_batch_size=train_batch_size,
                        max_train_steps=max_train_steps, log_every=log_every)
-        if not 0.0 <= flip_p <= 1.0:
-            raise UserError(f"method.flip_p={flip_p!r} must lie in [0, 1]")
+        check_probability("method", flip_p=flip_p)
         self.modifier_token, self.initializer_token, self.freeze_model = modifier_token, initializer_token, freeze_model
         self.learning_rate = learning_rate * (train_batch_size if scale_lr else 1)
         self.batch_size, self.max_train_steps = train_batch_size, max_train_steps
@@ -95,7 +99,7 @@ class CustomDiffusion(ActionMethod):
         pipe = model.pipe
         device, model_dtype = model.device, pipe.unet.dtype
         self.prior.check_prompt(pipe.tokenizer)
-        prior_latents, prior_embeds = self.prior.prepare(model, text_embedder(pipe))  # before any new token
+        self.prior.prepare(model, text_embedder(pipe))  # before the modifier token exists
         text_encoder = pipe.text_encoder.to(torch.float32)
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
         token_id = add_token(pipe.tokenizer, text_encoder, self.modifier_token, self.initializer_token, texts)
@@ -115,16 +119,11 @@ class CustomDiffusion(ActionMethod):
         def loss() -> torch.Tensor:
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-            prior = None
-            if prior_latents is not None:
-                prior_index = torch.randint(prior_latents.count, (self.batch_size,), generator=sampler)
-                prior = prior_latents.sample(prior_index, torch.zeros(self.batch_size, dtype=torch.bool), generator)
+            prior, prior_hidden = self.prior.batch(self.batch_size, sampler, generator)
             hidden = text_encoder(input_ids[index.to(device)])[0]
             with mixed_precision(device, model_dtype):
-                return instance_and_prior_loss(
-                    pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, prior,
-                    None if prior is None else prior_embeds.expand(self.batch_size, -1, -1).float(), generator,
-                    self.prior.weight)
+                return instance_and_prior_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden,
+                                               prior, prior_hidden, generator, self.prior.weight)
 
         optimise(optimizer, loss, self.max_train_steps, "custom diffusion", after_step=rows.restore,
                  log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm)

@@ -15,52 +15,17 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from actionbench.errors import UserError, check_positive
+from actionbench.errors import UserError, check_positive, check_probability
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
 from methods.mechanics.loop import optimise
 from methods.mechanics.lora import add_unet_lora, save_unet_lora
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
-from methods.mechanics.prior import class_images
+from methods.mechanics.prior import PriorPreservation, text_embedder
 from methods.mechanics.tokens import single_token_id
 
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
-
-
-class PriorPreservation:
-    """Class prompt, class images and weight: what DreamBooth and Custom Diffusion share."""
-
-    def __init__(self, enabled: bool, class_prompt: str, num_class_images: int, weight: float, cache_dir: str):
-        if enabled:
-            check_positive("method", num_class_images=num_class_images, prior_loss_weight=weight)
-            if not class_prompt or not class_prompt.strip():
-                raise UserError("method.class_prompt must be a non-empty prompt when with_prior_preservation is true")
-        self.enabled, self.prompt, self.count, self.weight, self.cache_dir = enabled, class_prompt, num_class_images, weight, cache_dir
-
-    def check_prompt(self, tokenizer) -> None:
-        length = len(tokenizer(self.prompt).input_ids)
-        if self.enabled and length > tokenizer.model_max_length:
-            raise UserError(f"method.class_prompt is {length} tokens; the text encoder reads at most {tokenizer.model_max_length}")
-
-    def prepare(self, model, text_embeds):
-        """Cached class latents and the class prompt's text embedding (None, None when disabled)."""
-        if not self.enabled:
-            return None, None
-        images, _ = class_images(model, self.prompt, self.count, self.cache_dir)
-        return ExemplarLatents(model.pipe.vae, images, model.resolution), text_embeds([self.prompt])
-
-
-def text_embedder(pipe):
-    """Encode prompts with the (frozen) text encoder, once: the per-step text pass of the reference is not needed."""
-
-    @torch.no_grad()
-    def embed(prompts: list[str]) -> torch.Tensor:
-        ids = pipe.tokenizer(prompts, padding="max_length", truncation=True,
-                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-        return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
-
-    return embed
 
 
 class DreamBooth(ActionMethod):
@@ -87,8 +52,7 @@ class DreamBooth(ActionMethod):
                        max_train_steps=max_train_steps, log_every=log_every)
         if lora and (not isinstance(rank, int) or rank < 1):
             raise UserError(f"method.rank={rank!r} must be an integer >= 1")
-        if not 0.0 <= flip_p <= 1.0:
-            raise UserError(f"method.flip_p={flip_p!r} must lie in [0, 1]")
+        check_probability("method", flip_p=flip_p)
         self.identifier, self.lora, self.rank = identifier, lora, rank
         self.learning_rate, self.batch_size, self.max_train_steps = learning_rate, train_batch_size, max_train_steps
         self.prior = PriorPreservation(with_prior_preservation, class_prompt, num_class_images, prior_loss_weight, cache_dir)
@@ -104,7 +68,7 @@ class DreamBooth(ActionMethod):
         self.prior.check_prompt(pipe.tokenizer)
         device, model_dtype = model.device, unet.dtype
         embed = text_embedder(pipe)
-        prior_latents, prior_embeds = self.prior.prepare(model, embed)
+        self.prior.prepare(model, embed)
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
         instance_embeds = embed([e.caption(self.identifier) for e in exemplars])
@@ -125,14 +89,10 @@ class DreamBooth(ActionMethod):
         def loss() -> torch.Tensor:
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-            prior = None
-            if prior_latents is not None:
-                prior_index = torch.randint(prior_latents.count, (self.batch_size,), generator=sampler)
-                prior = prior_latents.sample(prior_index, torch.zeros(self.batch_size, dtype=torch.bool), generator)
+            prior, prior_hidden = self.prior.batch(self.batch_size, sampler, generator)
             with mixed_precision(device, model_dtype):
-                return instance_and_prior_loss(
-                    unet, scheduler, latents.sample(index, flipped, generator), instance_embeds[index.to(device)],
-                    prior, None if prior is None else prior_embeds.expand(self.batch_size, -1, -1), generator, self.prior.weight)
+                return instance_and_prior_loss(unet, scheduler, latents.sample(index, flipped, generator),
+                                               instance_embeds[index.to(device)], prior, prior_hidden, generator, self.prior.weight)
 
         optimise(optimizer, loss, self.max_train_steps, "dreambooth-lora" if self.lora else "dreambooth",
                  log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm)

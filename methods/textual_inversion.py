@@ -13,7 +13,7 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import save
 
-from actionbench.errors import UserError, check_positive
+from actionbench.errors import check_positive, check_probability
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
@@ -43,8 +43,7 @@ class TextualInversion(ActionMethod):
     ):
         check_positive("method", learning_rate=learning_rate, train_batch_size=train_batch_size, max_train_steps=max_train_steps,
                        gradient_accumulation_steps=gradient_accumulation_steps, log_every=log_every)
-        if not 0.0 <= flip_p <= 1.0:
-            raise UserError(f"method.flip_p={flip_p!r} must lie in [0, 1]")
+        check_probability("method", flip_p=flip_p)
         self.placeholder_token = placeholder_token
         self.initializer_token = initializer_token
         self.learning_rate = learning_rate * (train_batch_size * gradient_accumulation_steps if scale_lr else 1)

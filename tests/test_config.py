@@ -4,11 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, compose_config
 from hydra.errors import MissingConfigException
 
 from actionbench.errors import UserError
 from actionbench.run import run
-from conftest import REPO, compose_config
 
 
 @pytest.mark.parametrize("group", ["method", "model", "benchmark", "scorer"])

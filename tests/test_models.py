@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from actionbench.errors import UserError
-from actionbench.models import clip_tokenizer, load_pretrained, resolve_device, resolve_dtype, tiny_pipeline
+from actionbench.models import (
+    clip_tokenizer,
+    load_pretrained,
+    resolve_device,
+    resolve_dtype,
+    tiny_pipeline,
+)
 
 ARGS = dict(resolution=512, inference_steps=50, guidance_scale=7.5, dtype=torch.float32, device=torch.device("cpu"))
 

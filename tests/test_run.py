@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from conftest import compose_config
 
 from actionbench.run import run
-from conftest import compose_config
 from eval.aggregate import aggregate
-
 
 SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"],
          "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],

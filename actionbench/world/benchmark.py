@@ -16,7 +16,12 @@ import yaml
 from actionbench.files import write_atomic
 from actionbench.task import PLACEHOLDER
 from actionbench.world import BENCHMARK
-from actionbench.world.render import BENCHMARK_ACTIONS, EVAL_SUBJECTS, EXEMPLAR_SUBJECTS, render
+from actionbench.world.render import (
+    BENCHMARK_ACTIONS,
+    EVAL_SUBJECTS,
+    EXEMPLAR_SUBJECTS,
+    render,
+)
 
 EXEMPLARS_PER_ACTION = 10
 SEED = 2024

@@ -31,7 +31,14 @@ from actionbench.files import write_atomic
 from actionbench.task import load_task
 from actionbench.world import BENCHMARK, WEIGHTS
 from actionbench.world.judges import augment, to_pixels
-from actionbench.world.render import ACTIONS, BENCHMARK_ACTIONS, EVAL_SUBJECTS, SUBJECTS, random_dataset, render_batch
+from actionbench.world.render import (
+    ACTIONS,
+    BENCHMARK_ACTIONS,
+    EVAL_SUBJECTS,
+    SUBJECTS,
+    random_dataset,
+    render_batch,
+)
 from eval.clip_scorer import ClipScorer
 from eval.judge_scorer import JudgeScorer
 
@@ -52,7 +59,7 @@ class ClipTraining:
     subject_only_p: float = 0.3  # share of captions that name the subject alone
     noise_max: float = 0.04  # light augmentation, as for the judges
     agreement_images: int = 1600
-    out_dir: str = str(WEIGHTS)
+    out_dir: str | None = None  # None: the package's committed weights folder
 
 
 def caption_table(tokenizer):
@@ -133,7 +140,7 @@ def agreement(weights: Path, count: int, seed: int) -> dict:
 
 def main(argv: list[str]) -> None:
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClipTraining), OmegaConf.from_cli(argv)))
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out_dir or WEIGHTS)
     started = time.perf_counter()
     model = train(cfg)
     minutes = (time.perf_counter() - started) / 60

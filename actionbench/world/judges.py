@@ -104,7 +104,7 @@ class JudgeTraining:
     noise_max: float = 0.08  # per-image Gaussian pixel noise, sigma drawn from [0, noise_max]
     blur_p: float = 0.3  # probability of a 3x3 blur
     colour_jitter: float = 0.08  # per-channel gain drawn from [1 - x, 1 + x]
-    out_dir: str = str(WEIGHTS)
+    out_dir: str | None = None  # None: the package's committed weights folder
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator, noise_max: float, blur_p: float,
@@ -164,7 +164,7 @@ def format_confusion(classes: list[str], matrix: np.ndarray) -> str:
 
 def main(argv: list[str]) -> None:
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JudgeTraining), OmegaConf.from_cli(argv)))
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out_dir or WEIGHTS)
     started = time.perf_counter()
     images, subject_ids, action_ids = random_dataset(cfg.train_images, cfg.seed)
     test_images, test_subjects, test_actions = random_dataset(cfg.test_images, cfg.seed + 10_000)

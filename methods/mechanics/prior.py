@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from actionbench.errors import UserError, check_positive
 from actionbench.files import write_atomic, write_json
+from methods.mechanics.latents import ExemplarLatents
 
 
 def cache_folder(cache_dir: str | Path, model, prompt: str) -> Path:
@@ -47,3 +49,47 @@ def class_images(model, prompt: str, count: int, cache_dir: str | Path, batch_si
             image.save(buffer, format="PNG")
             write_atomic(paths[i], buffer.getvalue())
     return [Image.open(path).convert("RGB") for path in paths], len(missing)
+
+
+class PriorPreservation:
+    """Class prompt, class images and weight: what DreamBooth and Custom Diffusion share."""
+
+    def __init__(self, enabled: bool, class_prompt: str, num_class_images: int, weight: float, cache_dir: str):
+        if enabled:
+            check_positive("method", num_class_images=num_class_images, prior_loss_weight=weight)
+            if not class_prompt or not class_prompt.strip():
+                raise UserError("method.class_prompt must be a non-empty prompt when with_prior_preservation is true")
+        self.enabled, self.prompt, self.count, self.weight, self.cache_dir = enabled, class_prompt, num_class_images, weight, cache_dir
+
+    def check_prompt(self, tokenizer) -> None:
+        length = len(tokenizer(self.prompt).input_ids)
+        if self.enabled and length > tokenizer.model_max_length:
+            raise UserError(f"method.class_prompt is {length} tokens; the text encoder reads at most {tokenizer.model_max_length}")
+
+    def prepare(self, model, text_embeds) -> None:
+        """Cache the class images' latents and the class prompt's text embedding (nothing when disabled)."""
+        self.latents = self.embeds = None
+        if self.enabled:
+            images, _ = class_images(model, self.prompt, self.count, self.cache_dir)
+            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution)
+            self.embeds = text_embeds([self.prompt]).float()
+
+    def batch(self, size: int, sampler: torch.Generator, generator: torch.Generator):
+        """Latents of `size` random class images and their text embeddings; (None, None) when disabled."""
+        if self.latents is None:
+            return None, None
+        index = torch.randint(self.latents.count, (size,), generator=sampler)
+        latents = self.latents.sample(index, torch.zeros(size, dtype=torch.bool), generator)
+        return latents, self.embeds.expand(size, -1, -1)
+
+
+def text_embedder(pipe):
+    """Encode prompts with the (frozen) text encoder, once: the per-step text pass of the reference is not needed."""
+
+    @torch.no_grad()
+    def embed(prompts: list[str]) -> torch.Tensor:
+        ids = pipe.tokenizer(prompts, padding="max_length", truncation=True,
+                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+        return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+
+    return embed
