@@ -26,7 +26,7 @@ from methods.custom_diffusion import CustomDiffusion, custom_diffusion_processor
 from methods.dreambooth import DreamBooth
 from methods.mechanics.latents import image_tensor
 from methods.mechanics.lora import add_unet_lora
-from methods.mechanics.tokens import TrainableRows, add_token
+from methods.mechanics.tokens import TrainableRows, add_tokens
 
 FIXTURE = "tests/fixtures/actionbench_mini"
 METHODS = {
@@ -77,7 +77,7 @@ def bare(name: str, task, steps: int, device, cache: str) -> float:
     prior_pixels = torch.stack([image_tensor(im, m.resolution) for im in prior_images][:batch]).to(device)
     text_encoder = pipe.text_encoder
     if name == "custom_diffusion":
-        token_id = add_token(pipe.tokenizer, text_encoder, identifier, method.initializer_token, [])
+        [token_id] = add_tokens(pipe.tokenizer, text_encoder, [identifier], method.initializer_token, [])
         rows = TrainableRows(text_encoder, [token_id])
         params = [rows.weight, *custom_diffusion_processors(unet, train_q_out=False)]
     elif name == "dreambooth_lora":

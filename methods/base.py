@@ -24,11 +24,15 @@ class ActionMethod:
         """What stands for the action in prompts: learned token(s), or words."""
         raise NotImplementedError
 
-    @torch.no_grad()
     def generate(self, model: TextToImageModel, prompts: list[str], latents: torch.Tensor) -> list:
         """One batched pipeline call from the given initial latents; returns PIL images."""
+        return self.pipeline_call(model, latents, prompt=prompts)
+
+    @torch.no_grad()
+    def pipeline_call(self, model: TextToImageModel, latents: torch.Tensor, **conditioning) -> list:
+        """The pipeline with the model's settings; `conditioning`: prompt=..., or prompt_embeds=... ."""
         return model.pipe(
-            prompt=prompts,
+            **conditioning,
             latents=latents,
             height=model.resolution,
             width=model.resolution,

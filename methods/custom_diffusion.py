@@ -29,7 +29,7 @@ from methods.mechanics.loop import optimise
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
 from methods.mechanics.prior import PriorPreservation, text_embedder
-from methods.mechanics.tokens import TrainableRows, add_token
+from methods.mechanics.tokens import TrainableRows, add_tokens
 
 PROCESSOR_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
 EMBEDS_FILE = "learned_embeds.safetensors"
@@ -102,7 +102,7 @@ class CustomDiffusion(ActionMethod):
         self.prior.prepare(model, text_embedder(pipe))  # before the modifier token exists
         text_encoder = pipe.text_encoder.to(torch.float32)
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
-        token_id = add_token(pipe.tokenizer, text_encoder, self.modifier_token, self.initializer_token, texts)
+        [token_id] = add_tokens(pipe.tokenizer, text_encoder, [self.modifier_token], self.initializer_token, texts)
         rows = TrainableRows(text_encoder, [token_id])
         layers = custom_diffusion_processors(pipe.unet, train_q_out=self.freeze_model == "crossattn")
         exemplars = task.action.exemplars

@@ -19,7 +19,7 @@ from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
 from methods.mechanics.loop import optimise
 from methods.mechanics.loss import noise_prediction_loss
-from methods.mechanics.tokens import TrainableRows, add_token
+from methods.mechanics.tokens import TrainableRows, add_tokens
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 
@@ -60,13 +60,25 @@ class TextualInversion(ActionMethod):
     def action_text(self, task) -> str:
         return self.token(task)
 
+    def tokens(self, model, task) -> list[str]:
+        """The new tokens: one here; one per cross-attention layer in P+."""
+        return [self.token(task)]
+
+    def metadata(self, model) -> dict:
+        """Strings stored in the artifact's safetensors header."""
+        return {}
+
+    def encode(self, text_encoder, input_ids: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+        """Text conditioning of tokenized prompts (P+ encodes one prompt per layer)."""
+        return text_encoder(input_ids)[0]
+
     def train(self, model, task, seed: int, artifact_dir: Path) -> None:
         pipe, token = model.pipe, self.token(task)
         device, model_dtype = model.device, pipe.unet.dtype
-        text_encoder = pipe.text_encoder.to(torch.float32)  # the trained embedding stays in full precision
+        text_encoder = pipe.text_encoder.to(torch.float32)  # the trained embeddings stay in full precision
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
-        token_id = add_token(pipe.tokenizer, text_encoder, token, self.initializer_token, texts)
-        rows = TrainableRows(text_encoder, [token_id])
+        token_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
+        rows = TrainableRows(text_encoder, token_ids)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
@@ -81,14 +93,14 @@ class TextualInversion(ActionMethod):
         def loss() -> torch.Tensor:
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-            hidden = text_encoder(input_ids[index.to(device)])[0]
+            hidden = self.encode(text_encoder, input_ids[index.to(device)], token_ids)
             return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
 
-        optimise(optimizer, loss, self.max_train_steps, "textual inversion", self.accumulation, rows.restore, self.log_every)
+        optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, rows.restore, self.log_every)
         rows.done()
         text_encoder.to(model_dtype)
-        learned = rows.weight.detach()[token_id : token_id + 1].float().cpu()
-        write_atomic(Path(artifact_dir) / EMBEDS_FILE, save({token: learned}))
+        learned = rows.weight.detach()[token_ids].float().cpu()  # (tokens, width): diffusers' multi-vector layout
+        write_atomic(Path(artifact_dir) / EMBEDS_FILE, save({token: learned}, metadata=self.metadata(model)))
 
     def load(self, model, task, artifact_dir: Path) -> None:
         model.pipe.load_textual_inversion(str(Path(artifact_dir) / EMBEDS_FILE))

@@ -8,7 +8,7 @@ from conftest import compose_config
 from actionbench.run import run
 from eval.aggregate import aggregate
 
-SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"],
+SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": ["method.max_train_steps=3"],
          "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],
          "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"]}
 

@@ -16,26 +16,28 @@ def single_token_id(tokenizer, word: str, key: str) -> int:
     return ids[0]
 
 
-def add_token(tokenizer, text_encoder, token: str, initializer: str, texts: list[str]) -> int:
-    """Add `token`, grow the embedding table, and initialise its row from the one-token word `initializer`.
+def add_tokens(tokenizer, text_encoder, tokens: list[str], initializer: str, texts: list[str]) -> list[int]:
+    """Add `tokens`, grow the embedding table, and initialise their rows from the one-token word `initializer`.
 
     `texts` are the run's other prompt texts: an added token matches anywhere in a string, so a placeholder
     found inside one of them (say "dog" in "a dog") would silently replace those words too.
     """
     init_id = single_token_id(tokenizer, initializer, "initializer_token")
-    clashes = [text for text in texts if token in text]
-    if clashes:
-        raise UserError(f"placeholder_token={token!r} occurs inside the prompt text {clashes[0]!r}; choose a new string such as <{token}>")
+    for token in tokens:
+        clashes = [text for text in texts if token in text]
+        if clashes:
+            raise UserError(f"placeholder_token={token!r} occurs inside the prompt text {clashes[0]!r}; "
+                            f"choose a new string such as <{token}>")
     vocabulary_size = len(tokenizer)
-    tokenizer.add_tokens(token)
-    if len(tokenizer) != vocabulary_size + 1:  # (add_tokens' own count also counts existing tokens)
-        raise UserError(f"placeholder_token={token!r} is already in the tokenizer's vocabulary; choose a new one")
+    tokenizer.add_tokens(tokens)
+    if len(tokenizer) != vocabulary_size + len(tokens):  # (add_tokens' own count also counts existing tokens)
+        raise UserError(f"placeholder_token={tokens[0]!r} is already in the tokenizer's vocabulary; choose a new one")
     text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    token_id = tokenizer.convert_tokens_to_ids(token)
+    token_ids = tokenizer.convert_tokens_to_ids(tokens)
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        weight[token_id] = weight[init_id]
-    return token_id
+        weight[token_ids] = weight[init_id].clone()
+    return token_ids
 
 
 class TrainableRows:
