@@ -15,7 +15,12 @@ import torch
 from safetensors import safe_open
 
 from actionbench.errors import UserError
-from methods.mechanics.layerwise import cross_attention_layers, encode_per_layer, layer_tokens, route_per_layer
+from methods.mechanics.layerwise import (
+    cross_attention_layers,
+    encode_per_layer,
+    layer_tokens,
+    route_per_layer,
+)
 from methods.textual_inversion import EMBEDS_FILE, TextualInversion
 
 

@@ -99,8 +99,12 @@ class TextualInversion(ActionMethod):
         optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, rows.restore, self.log_every)
         rows.done()
         text_encoder.to(model_dtype)
-        learned = rows.weight.detach()[token_ids].float().cpu()  # (tokens, width): diffusers' multi-vector layout
-        write_atomic(Path(artifact_dir) / EMBEDS_FILE, save({token: learned}, metadata=self.metadata(model)))
+        self.save(model, task, artifact_dir, rows.weight.detach()[token_ids])
+
+    def save(self, model, task, artifact_dir: Path, learned: torch.Tensor) -> None:
+        """{token: (tokens, width)}: diffusers' (multi-vector) textual-inversion layout."""
+        tensors = {self.token(task): learned.float().cpu().contiguous()}
+        write_atomic(Path(artifact_dir) / EMBEDS_FILE, save(tensors, metadata=self.metadata(model)))
 
     def load(self, model, task, artifact_dir: Path) -> None:
         model.pipe.load_textual_inversion(str(Path(artifact_dir) / EMBEDS_FILE))

@@ -17,7 +17,7 @@ def test_unknown_group_choice_lists_the_valid_ones(group):
         compose_config([f"{group}=no_such_thing"])
     message = str(err.value)
     assert "no_such_thing" in message
-    expected = {"method": ["custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "sd", "textual_inversion"], "model": ["sd15", "sd21", "tiny"],
+    expected = {"method": ["adi", "custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "sd", "textual_inversion"], "model": ["sd15", "sd21", "tiny"],
                 "benchmark": ["actionbench", "synthetic"], "scorer": ["clip_vit_h14", "tiny", "world_clip", "world_judges"]}[group]
     for choice in expected:
         assert choice in message
@@ -48,7 +48,7 @@ def test_help_describes_the_app_and_its_groups():
     result = subprocess.run([sys.executable, "-m", "actionbench.run", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for text in ("actionbench.run", "method: custom_diffusion, dreambooth, dreambooth_lora, pplus, sd, textual_inversion", "model: sd15, sd21, tiny", "samples_per_subject"):
+    for text in ("actionbench.run", "method: adi, custom_diffusion, dreambooth, dreambooth_lora, pplus, sd, textual_inversion", "model: sd15, sd21, tiny", "samples_per_subject"):
         assert text in result.stdout
 
 

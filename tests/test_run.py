@@ -9,6 +9,7 @@ from actionbench.run import run
 from eval.aggregate import aggregate
 
 SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": ["method.max_train_steps=3"],
+         "adi": ["method.max_train_steps=2", "method.action_different_per_anchor=1", "method.context_lora_steps=1"],
          "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],
          "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"]}
 

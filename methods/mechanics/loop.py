@@ -18,17 +18,21 @@ def optimise(
     log_every: int = 10,
     clip_params: list | None = None,
     max_grad_norm: float | None = None,
+    sets_gradients: bool = False,
 ) -> None:
     """`steps` optimiser steps, each over `accumulation` calls of `compute_loss` (mean of their gradients).
 
     The loss is read back from the device only every `log_every` steps, for the progress bar. With
-    `max_grad_norm`, gradients of `clip_params` are clipped to that norm before each step.
+    `max_grad_norm`, gradients of `clip_params` are clipped to that norm before each step. With
+    `sets_gradients`, `compute_loss` writes the gradients itself (ADI's masked update) and returns the loss
+    for display only.
     """
     bar = tqdm(range(steps), desc=desc, unit="step")
     for step in bar:
         for _ in range(accumulation):
             loss = compute_loss()
-            (loss / accumulation).backward()
+            if not sets_gradients:
+                (loss / accumulation).backward()
         if max_grad_norm:
             torch.nn.utils.clip_grad_norm_(clip_params, max_grad_norm)
         optimizer.step()

@@ -10,14 +10,15 @@ ATTENTION_PROJECTIONS = ("to_k", "to_q", "to_v", "to_out.0")
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name, found by load_lora_weights
 
 
-def add_unet_lora(unet, rank: int, target_modules=ATTENTION_PROJECTIONS) -> list[torch.nn.Parameter]:
+def add_unet_lora(unet, rank: int, target_modules=ATTENTION_PROJECTIONS, adapter_name: str | None = None) -> list[torch.nn.Parameter]:
     """Inject rank-`rank` adapters (peft) into the UNet's attention projections; return their parameters.
 
     The adapters are kept in fp32 even when the frozen UNet is in half precision.
     """
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(target_modules)))
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(target_modules))
+    unet.add_adapter(config, **({"adapter_name": adapter_name} if adapter_name else {}))
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()

@@ -6,16 +6,20 @@ import torch
 import torch.nn.functional as F
 
 
-def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean"):
+def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean",
+                          shared: bool = False):
     """MSE between the UNet's prediction and its target (noise, or velocity for v-prediction models).
 
-    Noise and timesteps come from `generator`, so a seeded run is reproducible. `reduction="none"` gives
-    one loss per sample.
+    Noise and timesteps come from `generator`, so a seeded run is reproducible; with `shared`, every sample
+    gets the same noise and timestep (ADI compares gradients of samples that differ only in the image).
+    `reduction="none"` gives one loss per sample.
     """
-    noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
+    draws = 1 if shared else latents.shape[0]
+    noise = torch.randn((draws, *latents.shape[1:]), generator=generator, device=generator.device).to(latents)
     timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
+        0, scheduler.config.num_train_timesteps, (draws,), generator=generator, device=generator.device
     ).to(latents.device)
+    noise, timesteps = noise.expand_as(latents), timesteps.expand(latents.shape[0])
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":

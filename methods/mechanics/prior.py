@@ -17,37 +17,46 @@ from actionbench.files import write_atomic, write_json
 from methods.mechanics.latents import ExemplarLatents
 
 
-def cache_folder(cache_dir: str | Path, model, prompt: str) -> Path:
+def model_cache(cache_dir: str | Path, model, kind: str) -> Path:
+    """`cache_dir/kind/<model>`: what the base model generated, shared by every run on that model."""
     model_key = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model.source}-{model.resolution}px").strip("_")
-    prompt_key = hashlib.sha256(prompt.encode()).hexdigest()[:16]
-    return Path(cache_dir).expanduser() / "class_images" / model_key / prompt_key
+    return Path(cache_dir).expanduser() / kind / model_key
+
+
+def cache_folder(cache_dir: str | Path, model, prompt: str) -> Path:
+    return model_cache(cache_dir, model, "class_images") / hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
 @torch.no_grad()
-def class_images(model, prompt: str, count: int, cache_dir: str | Path, batch_size: int = 8) -> tuple[list[Image.Image], int]:
+def generate_to_files(model, jobs: list[tuple[Path, str, int]], desc: str, batch_size: int = 8) -> None:
+    """Generate (path, prompt, seed) jobs with the model's own settings; each PNG written atomically."""
+    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, unit="batch", disable=not jobs):
+        batch = jobs[start : start + batch_size]
+        images = model.pipe(
+            prompt=[prompt for _, prompt, _ in batch],
+            generator=[torch.Generator().manual_seed(seed) for _, _, seed in batch],
+            height=model.resolution,
+            width=model.resolution,
+            num_inference_steps=model.inference_steps,
+            guidance_scale=model.guidance_scale,
+        ).images
+        for (path, _, _), image in zip(batch, images):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            write_atomic(path, buffer.getvalue())
+
+
+def class_images(model, prompt: str, count: int, cache_dir: str | Path) -> tuple[list[Image.Image], int]:
     """The first `count` cached images of `prompt` (image i from seed i), generating only missing ones.
 
     Returns the images and how many were generated now (0 when the cache already held them all).
     """
     folder = cache_folder(cache_dir, model, prompt)
     paths = [folder / f"{i:04d}.png" for i in range(count)]
-    missing = [i for i, path in enumerate(paths) if not path.is_file()]
+    missing = [(path, prompt, i) for i, path in enumerate(paths) if not path.is_file()]
     if missing:
         write_json(folder / "prompt.json", {"prompt": prompt, "model": model.source, "resolution": model.resolution})
-    for start in tqdm(range(0, len(missing), batch_size), desc="class images", unit="batch", disable=not missing):
-        batch = missing[start : start + batch_size]
-        images = model.pipe(
-            prompt=[prompt] * len(batch),
-            generator=[torch.Generator().manual_seed(i) for i in batch],
-            height=model.resolution,
-            width=model.resolution,
-            num_inference_steps=model.inference_steps,
-            guidance_scale=model.guidance_scale,
-        ).images
-        for i, image in zip(batch, images):
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            write_atomic(paths[i], buffer.getvalue())
+    generate_to_files(model, missing, "class images")
     return [Image.open(path).convert("RGB") for path in paths], len(missing)
 
 
