@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from actionbench.models import tiny_pipeline
 from actionbench.task import load_task
+from benchmarks.timing import per_step_seconds, tiny_model
 from methods.custom_diffusion import CustomDiffusion, custom_diffusion_processors
 from methods.dreambooth import DreamBooth
 from methods.mechanics.latents import image_tensor
@@ -36,10 +36,6 @@ METHODS = {
 }
 
 
-def model(device):
-    return tiny_pipeline(32, 10, 7.5, torch.float32, device)
-
-
 def peak_memory_mib(device) -> float:
     """Peak of this process: CUDA memory allocated, or resident memory on the CPU."""
     if device.type == "cuda":
@@ -48,24 +44,13 @@ def peak_memory_mib(device) -> float:
 
 
 def ours(name: str, task, steps: int, device, cache: str) -> float:
-    def timed(n):
-        method = METHODS[name](cache)
-        method.max_train_steps = n
-        m = model(device)
-        start = time.perf_counter()
-        method.train(m, task, 0, f"/tmp/bench-{name}-{n}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    timed(1)  # warm-up, and fills the class-image cache
-    return (timed(2 * steps) - timed(steps)) / steps
+    return per_step_seconds(lambda: METHODS[name](cache), task, steps, device)
 
 
 def bare(name: str, task, steps: int, device, cache: str) -> float:
     """The reference scripts' step, on diffusers and peft directly."""
     method = METHODS[name](cache)
-    m = model(device)
+    m = tiny_model(device)
     pipe, unet = m.pipe, m.pipe.unet
     from methods.mechanics.prior import class_images
 
