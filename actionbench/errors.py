@@ -15,7 +15,7 @@ def check_positive(group: str, **values) -> None:
     """Fail on the first value that is not a positive number, naming its config key."""
     for key, value in values.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise UserError(f"{group}.{key}={value!r} must be a positive number")
+            raise UserError(f"{group + '.' if group else ''}{key}={value!r} must be a positive number")
 
 
 def check_probability(group: str, **values) -> None:
