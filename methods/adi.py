@@ -209,7 +209,7 @@ class ADI(PPlus):
 
             def losses():
                 hidden = self.encode(text_encoder, ids, token_ids)
-                return noise_prediction_loss(pipe.unet, scheduler, batch, hidden, generator, reduction="none", shared=True)
+                return noise_prediction_loss(pipe.unet, scheduler, batch, hidden, generator, reduction="none", repeats=3)
 
             grads, losses = samples.gradients(identifiers, 3 * b, losses)
             grads = grads.view(3, b, *identifiers.shape)

@@ -42,11 +42,11 @@ def test_per_sample_gradients_equal_separate_backward_passes(tiny_model):
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     samples = SampleEmbeddings(text_encoder, token_ids)
 
-    def losses(rows):
+    def losses(rows):  # one triple: the samples share noise and timestep
         hidden = encode_per_layer(text_encoder, ids[rows], token_ids)[:, :77]  # layer 0's prompt feeds the UNet...
         hidden = hidden + encode_per_layer(text_encoder, ids[rows], token_ids)[:, 77:]  # ...plus layer 1's
         return noise_prediction_loss(unet, scheduler, latents[rows], hidden, torch.Generator().manual_seed(5),
-                                     reduction="none", shared=True)
+                                     reduction="none", repeats=len(rows))
 
     batched, _ = samples.gradients(identifiers, 3, lambda: losses([0, 1, 2]))
     for s in range(3):

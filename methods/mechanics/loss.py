@@ -7,19 +7,19 @@ import torch.nn.functional as F
 
 
 def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean",
-                          shared: bool = False):
+                          repeats: int = 1):
     """MSE between the UNet's prediction and its target (noise, or velocity for v-prediction models).
 
-    Noise and timesteps come from `generator`, so a seeded run is reproducible; with `shared`, every sample
-    gets the same noise and timestep (ADI compares gradients of samples that differ only in the image).
-    `reduction="none"` gives one loss per sample.
+    Noise and timesteps come from `generator`, so a seeded run is reproducible. With `repeats` = r, the batch
+    is r blocks whose k-th samples share noise and timestep (ADI compares gradients of samples that differ
+    only in the image). `reduction="none"` gives one loss per sample.
     """
-    draws = 1 if shared else latents.shape[0]
+    draws = latents.shape[0] // repeats
     noise = torch.randn((draws, *latents.shape[1:]), generator=generator, device=generator.device).to(latents)
     timesteps = torch.randint(
         0, scheduler.config.num_train_timesteps, (draws,), generator=generator, device=generator.device
     ).to(latents.device)
-    noise, timesteps = noise.expand_as(latents), timesteps.expand(latents.shape[0])
+    noise, timesteps = noise.repeat(repeats, 1, 1, 1), timesteps.repeat(repeats)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
