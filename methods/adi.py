@@ -34,7 +34,7 @@ from methods.mechanics.loop import optimise
 from methods.mechanics.lora import add_unet_lora
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.prior import generate_to_files, model_cache
-from methods.mechanics.tokens import add_tokens
+from methods.mechanics.tokens import add_tokens, token_ids
 from methods.pplus import PPlus
 from methods.textual_inversion import TextualInversion
 
@@ -154,10 +154,8 @@ class ADI(PPlus):
                 continue
             params = add_unet_lora(unet, self.context_lora["rank"], adapter_name="adi_context")
             latents = ExemplarLatents(pipe.vae, [anchor.load()], model.resolution)
-            ids = pipe.tokenizer([anchor.caption(task.action.description)], padding="max_length", truncation=True,
-                                 max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
             with torch.no_grad():
-                hidden = pipe.text_encoder(ids.to(model.device))[0]
+                hidden = pipe.text_encoder(token_ids(pipe.tokenizer, [anchor.caption(task.action.description)], model.device))[0]
             generator = torch.Generator(model.device).manual_seed(i)
             index, flipped = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)
 
@@ -179,20 +177,19 @@ class ADI(PPlus):
         self._route(model)
         text_encoder = pipe.text_encoder.to(torch.float32)
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
-        token_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
+        new_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
         table = text_encoder.get_input_embeddings().weight
-        identifiers = table.detach()[token_ids].clone().requires_grad_(True)  # the only trained tensor
+        identifiers = table.detach()[new_ids].clone().requires_grad_(True)  # the only trained tensor
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
         different = ExemplarLatents(pipe.vae, [image for jobs in triples for image, _ in jobs], model.resolution)
         first_different = torch.tensor([0] + [len(jobs) for jobs in triples]).cumsum(0)
-        input_ids = pipe.tokenizer([e.caption(token) for e in exemplars], padding="max_length", truncation=True,
-                                   max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids.to(device)
+        input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         optimizer = torch.optim.AdamW([identifiers], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)
-        samples = SampleEmbeddings(text_encoder, token_ids)
+        samples = SampleEmbeddings(text_encoder, new_ids)
         n, b = len(exemplars), self.batch_size
         kept = {}
 
@@ -208,7 +205,7 @@ class ADI(PPlus):
             ids = input_ids[torch.cat([anchor, context, anchor]).to(device)]  # x(ā,c) keeps the anchor's caption
 
             def losses():
-                hidden = self.encode(text_encoder, ids, token_ids)
+                hidden = self.encode(text_encoder, ids, new_ids)
                 return noise_prediction_loss(pipe.unet, scheduler, batch, hidden, generator, reduction="none", repeats=3)
 
             grads, losses = samples.gradients(identifiers, 3 * b, losses)
@@ -229,7 +226,7 @@ class ADI(PPlus):
         finally:
             samples.remove()
         with torch.no_grad():
-            table[token_ids] = identifiers.detach()
+            table[new_ids] = identifiers.detach()
         text_encoder.to(model_dtype)
         self._use(model, task)
         self.save(model, task, artifact_dir, identifiers.detach())

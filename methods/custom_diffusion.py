@@ -29,7 +29,7 @@ from methods.mechanics.loop import optimise
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
 from methods.mechanics.prior import PriorPreservation, text_embedder
-from methods.mechanics.tokens import TrainableRows, add_tokens
+from methods.mechanics.tokens import TrainableRows, add_tokens, token_ids
 
 PROCESSOR_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
 EMBEDS_FILE = "learned_embeds.safetensors"
@@ -107,9 +107,7 @@ class CustomDiffusion(ActionMethod):
         layers = custom_diffusion_processors(pipe.unet, train_q_out=self.freeze_model == "crossattn")
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
-        input_ids = pipe.tokenizer([e.caption(self.modifier_token) for e in exemplars], padding="max_length",
-                                   truncation=True, max_length=pipe.tokenizer.model_max_length,
-                                   return_tensors="pt").input_ids.to(device)
+        input_ids = token_ids(pipe.tokenizer, [e.caption(self.modifier_token) for e in exemplars], device)
         params = [rows.weight, *layers]
         optimizer = adamw(params, self.learning_rate, self.use_8bit_adam)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -21,6 +21,7 @@ from methods.mechanics.layerwise import (
     layer_tokens,
     route_per_layer,
 )
+from methods.mechanics.tokens import token_ids
 from methods.textual_inversion import EMBEDS_FILE, TextualInversion
 
 
@@ -57,8 +58,7 @@ class PPlus(TextualInversion):
         pipe = model.pipe
 
         def embed(texts):
-            ids = pipe.tokenizer(texts, padding="max_length", truncation=True, max_length=pipe.tokenizer.model_max_length,
-                                 return_tensors="pt").input_ids.to(model.device)
+            ids = token_ids(pipe.tokenizer, texts, model.device)
             return encode_per_layer(pipe.text_encoder, ids, self._token_ids).to(pipe.unet.dtype)
 
         return self.pipeline_call(model, latents, prompt_embeds=embed(prompts), negative_prompt_embeds=embed([""] * len(prompts)))

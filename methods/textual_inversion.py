@@ -19,7 +19,7 @@ from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
 from methods.mechanics.loop import optimise
 from methods.mechanics.loss import noise_prediction_loss
-from methods.mechanics.tokens import TrainableRows, add_tokens
+from methods.mechanics.tokens import TrainableRows, add_tokens, token_ids
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 
@@ -77,15 +77,12 @@ class TextualInversion(ActionMethod):
         device, model_dtype = model.device, pipe.unet.dtype
         text_encoder = pipe.text_encoder.to(torch.float32)  # the trained embeddings stay in full precision
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
-        token_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
-        rows = TrainableRows(text_encoder, token_ids)
+        new_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
+        rows = TrainableRows(text_encoder, new_ids)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
-        input_ids = pipe.tokenizer(
-            [e.caption(token) for e in exemplars], padding="max_length", truncation=True,
-            max_length=pipe.tokenizer.model_max_length, return_tensors="pt",
-        ).input_ids.to(device)
+        input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
         optimizer = torch.optim.AdamW([rows.weight], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)  # which exemplars, and whether mirrored
@@ -93,13 +90,13 @@ class TextualInversion(ActionMethod):
         def loss() -> torch.Tensor:
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-            hidden = self.encode(text_encoder, input_ids[index.to(device)], token_ids)
+            hidden = self.encode(text_encoder, input_ids[index.to(device)], new_ids)
             return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
 
         optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, rows.restore, self.log_every)
         rows.done()
         text_encoder.to(model_dtype)
-        self.save(model, task, artifact_dir, rows.weight.detach()[token_ids])
+        self.save(model, task, artifact_dir, rows.weight.detach()[new_ids])
 
     def save(self, model, task, artifact_dir: Path, learned: torch.Tensor) -> None:
         """{token: (tokens, width)}: diffusers' (multi-vector) textual-inversion layout."""

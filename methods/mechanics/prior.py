@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from actionbench.errors import UserError, check_positive
 from actionbench.files import write_atomic, write_json
 from methods.mechanics.latents import ExemplarLatents
+from methods.mechanics.tokens import token_ids
 
 
 def model_cache(cache_dir: str | Path, model, kind: str) -> Path:
@@ -97,8 +98,6 @@ def text_embedder(pipe):
 
     @torch.no_grad()
     def embed(prompts: list[str]) -> torch.Tensor:
-        ids = pipe.tokenizer(prompts, padding="max_length", truncation=True,
-                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-        return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+        return pipe.text_encoder(token_ids(pipe.tokenizer, prompts, pipe.text_encoder.device))[0]
 
     return embed

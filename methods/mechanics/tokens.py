@@ -7,6 +7,12 @@ import torch
 from actionbench.errors import UserError
 
 
+def token_ids(tokenizer, texts: list[str], device) -> torch.Tensor:
+    """Prompts as the text encoder reads them: padded and truncated to the tokenizer's length (77)."""
+    return tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                     return_tensors="pt").input_ids.to(device)
+
+
 def single_token_id(tokenizer, word: str, key: str) -> int:
     """The id of a word that the tokenizer keeps as exactly one token (initialisers, identifiers)."""
     ids = tokenizer.encode(word, add_special_tokens=False)
