@@ -29,7 +29,7 @@ from actionbench.errors import (
 )
 from actionbench.files import write_json
 from methods.mechanics.latents import ExemplarLatents
-from methods.mechanics.layerwise import encode_per_layer, route_per_layer
+from methods.mechanics.layerwise import route_per_layer
 from methods.mechanics.loop import optimise
 from methods.mechanics.lora import add_unet_lora
 from methods.mechanics.loss import noise_prediction_loss
@@ -123,9 +123,6 @@ class ADI(PPlus):
     def tokens(self, model, task):
         return super().tokens(model, task) if self.layerwise else TextualInversion.tokens(self, model, task)
 
-    def encode(self, text_encoder, input_ids, token_ids):
-        return encode_per_layer(text_encoder, input_ids, token_ids)  # with one token this is the plain encoding
-
     def _route(self, model) -> None:
         if self.layerwise:
             route_per_layer(model.pipe.unet, model.pipe.tokenizer.model_max_length)
@@ -153,7 +150,7 @@ class ADI(PPlus):
             if all(path.is_file() for path, _, _ in jobs):
                 continue
             params = add_unet_lora(unet, self.context_lora["rank"], adapter_name="adi_context")
-            latents = ExemplarLatents(pipe.vae, [anchor.load()], model.resolution)
+            latents = ExemplarLatents(pipe.vae, [anchor.load()], model.resolution, mirrored=False)
             with torch.no_grad():
                 hidden = pipe.text_encoder(token_ids(pipe.tokenizer, [anchor.caption(task.action.description)], model.device))[0]
             generator = torch.Generator(model.device).manual_seed(i)
@@ -181,8 +178,9 @@ class ADI(PPlus):
         table = text_encoder.get_input_embeddings().weight
         identifiers = table.detach()[new_ids].clone().requires_grad_(True)  # the only trained tensor
         exemplars = task.action.exemplars
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
-        different = ExemplarLatents(pipe.vae, [image for jobs in triples for image, _ in jobs], model.resolution)
+        mirrored = self.flip_p > 0  # a triple is flipped as a whole
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored)
+        different = ExemplarLatents(pipe.vae, [image for jobs in triples for image, _ in jobs], model.resolution, mirrored)
         first_different = torch.tensor([0] + [len(jobs) for jobs in triples]).cumsum(0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

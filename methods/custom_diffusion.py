@@ -106,7 +106,7 @@ class CustomDiffusion(ActionMethod):
         rows = TrainableRows(text_encoder, [token_id])
         layers = custom_diffusion_processors(pipe.unet, train_q_out=self.freeze_model == "crossattn")
         exemplars = task.action.exemplars
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(self.modifier_token) for e in exemplars], device)
         params = [rows.weight, *layers]
         optimizer = adamw(params, self.learning_rate, self.use_8bit_adam)

@@ -70,7 +70,7 @@ class DreamBooth(ActionMethod):
         embed = text_embedder(pipe)
         self.prior.prepare(model, embed)
         exemplars = task.action.exemplars
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
         instance_embeds = embed([e.caption(self.identifier) for e in exemplars])
 
         if self.lora:

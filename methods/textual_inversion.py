@@ -81,7 +81,7 @@ class TextualInversion(ActionMethod):
         rows = TrainableRows(text_encoder, new_ids)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         exemplars = task.action.exemplars
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
         optimizer = torch.optim.AdamW([rows.weight], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)

@@ -26,20 +26,24 @@ class ExemplarLatents:
     """
 
     @torch.no_grad()
-    def __init__(self, vae, images: list[Image.Image], resolution: int, batch_size: int = 8):
+    def __init__(self, vae, images: list[Image.Image], resolution: int, mirrored: bool = True, batch_size: int = 8):
+        """`mirrored`: also encode each image's mirror image (only needed when training may flip)."""
         pixels = torch.stack([image_tensor(image, resolution) for image in images])
-        pixels = torch.cat([pixels, pixels.flip(-1)])  # [originals; mirrored]
+        if mirrored:
+            pixels = torch.cat([pixels, pixels.flip(-1)])  # [originals; mirrored]
         means, stds = [], []
         for chunk in pixels.split(batch_size):
             dist = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
             means.append(dist.mean.float())
             stds.append(dist.std.float())
         self.mean, self.std = torch.cat(means), torch.cat(stds)
-        self.count = len(images)
+        self.count, self.mirrored = len(images), mirrored
         self.scaling_factor = vae.config.scaling_factor
 
     def sample(self, indices: torch.Tensor, flipped: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        rows = indices + self.count * flipped.long()
-        rows = rows.to(self.mean.device)
-        noise = torch.randn(self.mean[rows].shape, generator=generator, device=generator.device).to(self.mean.device)
-        return (self.mean[rows] + self.std[rows] * noise) * self.scaling_factor
+        if flipped.any() and not self.mirrored:
+            raise ValueError("mirror images were not encoded (mirrored=False)")
+        rows = (indices + self.count * flipped.long()).to(self.mean.device)
+        mean, std = self.mean[rows], self.std[rows]
+        noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
+        return (mean + std * noise) * self.scaling_factor

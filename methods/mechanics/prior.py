@@ -81,7 +81,7 @@ class PriorPreservation:
         self.latents = self.embeds = None
         if self.enabled:
             images, _ = class_images(model, self.prompt, self.count, self.cache_dir)
-            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution)
+            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution, mirrored=False)  # never flipped
             self.embeds = text_embeds([self.prompt]).float()
 
     def batch(self, size: int, sampler: torch.Generator, generator: torch.Generator):
