@@ -3,6 +3,7 @@ subject, score every image, and write one record. Configuration: `conf/` (see --
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -20,7 +21,6 @@ from actionbench.errors import UserError, check_positive
 from actionbench.generate import generate_images
 from actionbench.models import resolve_device, resolve_dtype
 from actionbench.records import write_record
-from eval.aggregate import aggregate
 
 
 def seed_everything(seed: int) -> None:
@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
         "model_source": model.source,
         "device": str(device),
         "scorer": scorer.describe(),
-        "aggregates": aggregate(rows),
+        "aggregates": scorer.summarise(rows),
         "timings_s": timings,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -95,6 +95,8 @@ def run(cfg: DictConfig) -> dict:
     summary = record["aggregates"]
     print(f"{choices['method']} on {task.action.name!r}: Action {summary['action']:.2f}%  Subject {summary['subject']:.2f}%  "
           f"Total {summary['total']:.2f}%  over {summary['images']} images in {timings['total']:.0f} s")
+    for name, other in summary.get("beside", {}).items():
+        print(f"  {name}: Action {other['action']:.2f}%  Subject {other['subject']:.2f}%  Total {other['total']:.2f}%")
     if scorer.measures_nothing:
         print(f"note: {scorer.describe()['note']}")
     print(f"results: {path}  (images in {run_dir / 'images'})")
@@ -113,5 +115,14 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def with_default_suite(argv: list[str], environ) -> list[str]:
+    """The embedded offline world is the default suite; where ACTIONBENCH_ROOT points at the real images,
+    the real benchmark is, unless the command line picks a suite itself."""
+    if environ.get("ACTIONBENCH_ROOT") and not any(a.lstrip("+~").startswith("suite=") for a in argv[1:]):
+        return [argv[0], "suite=actionbench", *argv[1:]]
+    return argv
+
+
 if __name__ == "__main__":
+    sys.argv = with_default_suite(sys.argv, os.environ)
     main()

@@ -105,10 +105,12 @@ def load_task(
     subjects: list | None = None,
     default_subjects: list | None = None,
     manifest: str = "manifest.yaml",
+    unknown_action_hint: str | None = None,
 ) -> ActionTask:
     """Read and validate a benchmark folder for one action.
 
     Subjects: `subjects` when given, else the manifest's own list, else `default_subjects`.
+    `unknown_action_hint` follows the list of valid actions when `action` is none of them.
     """
     if not root:
         raise UserError("benchmark.root is not set: point it (or the ACTIONBENCH_ROOT variable) at the benchmark folder")
@@ -122,7 +124,10 @@ def load_task(
         raise UserError(f"{manifest_path}: not valid YAML ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("actions"), dict) or not data["actions"]:
         raise UserError(f"{manifest_path}: needs an 'actions' mapping of action name -> description, exemplars")
-    check_choice("action", action, list(data["actions"]))
+    try:
+        check_choice("action", action, list(data["actions"]))
+    except UserError as err:
+        raise UserError(f"{err}\n{unknown_action_hint}" if unknown_action_hint else str(err)) from None
     actions = tuple(_action(n, e, root_path, manifest_path) for n, e in data["actions"].items())
     chosen = next(a for a in actions if a.name == action)
     _check_images(chosen)

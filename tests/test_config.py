@@ -11,14 +11,15 @@ from actionbench.errors import UserError
 from actionbench.run import run
 
 
-@pytest.mark.parametrize("group", ["method", "model", "benchmark", "scorer"])
+@pytest.mark.parametrize("group", ["method", "model", "benchmark", "scorer", "suite"])
 def test_unknown_group_choice_lists_the_valid_ones(group):
     with pytest.raises(MissingConfigException) as err:
         compose_config([f"{group}=no_such_thing"])
     message = str(err.value)
     assert "no_such_thing" in message
-    expected = {"method": ["adi", "custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "sd", "textual_inversion"], "model": ["sd15", "sd21", "tiny"],
-                "benchmark": ["actionbench", "synthetic"], "scorer": ["clip_vit_h14", "tiny", "world_clip", "world_judges"]}[group]
+    expected = {"method": ["adi", "custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "sd", "textual_inversion"],
+                "model": ["sd15", "sd21", "synthetic", "tiny"], "benchmark": ["actionbench", "synthetic"],
+                "scorer": ["clip_vit_h14", "tiny", "world", "world_clip", "world_judges"], "suite": ["actionbench", "world"]}[group]
     for choice in expected:
         assert choice in message
 
@@ -33,7 +34,7 @@ def test_cli_unknown_method_exits_nonzero_naming_choices():
 def test_cli_unknown_action_is_one_message_before_loading(mini_root, tmp_path):
     # model=sd21 would try the hub (offline here) if it were loaded first; the action error must come first.
     result = subprocess.run(
-        [sys.executable, "-m", "actionbench.run", "action=moonwalk", f"benchmark.root={mini_root}", "method=sd",
+        [sys.executable, "-m", "actionbench.run", "suite=actionbench", "action=moonwalk", f"benchmark.root={mini_root}", "method=sd",
          f"output_dir={tmp_path}/run"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
@@ -48,7 +49,8 @@ def test_help_describes_the_app_and_its_groups():
     result = subprocess.run([sys.executable, "-m", "actionbench.run", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for text in ("actionbench.run", "method: adi, custom_diffusion, dreambooth, dreambooth_lora, pplus, sd, textual_inversion", "model: sd15, sd21, tiny", "samples_per_subject"):
+    for text in ("actionbench.run", "method: adi, custom_diffusion, dreambooth, dreambooth_lora, pplus, sd, textual_inversion", "model: sd15, sd21, synthetic, tiny",
+                 "suite: actionbench, world", "samples_per_subject"):
         assert text in result.stdout
 
 
@@ -72,7 +74,7 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(tmp_path):
     ],
 )
 def test_bad_values_fail_before_the_model_loads(override, message, mini_root, tmp_path):
-    cfg = compose_config(["model=sd21", "model.pretrained=/nonexistent/model", f"benchmark.root={mini_root}",
+    cfg = compose_config(["suite=actionbench", "model.pretrained=/nonexistent/model", f"benchmark.root={mini_root}",
                           f"output_dir={tmp_path}", override])
     with pytest.raises(UserError, match=message):
         run(cfg)
@@ -89,9 +91,9 @@ def test_model_tiny_brings_its_scorer_and_a_short_run_but_cli_wins():
 
 def test_benchmark_root_comes_from_the_environment(monkeypatch, mini_root):
     monkeypatch.setenv("ACTIONBENCH_ROOT", str(mini_root))
-    assert compose_config([]).benchmark.root == str(mini_root)
+    assert compose_config(["suite=actionbench"]).benchmark.root == str(mini_root)
 
 
 def test_output_folder_encodes_the_settings():
-    cfg = compose_config(["model=tiny", "method=sd", "action=wave", "seed=3"])
+    cfg = compose_config(["suite=actionbench", "model=tiny", "method=sd", "action=wave", "seed=3"])
     assert cfg.output_dir == "results/runs/actionbench/tiny/sd/wave/seed3"

@@ -8,6 +8,7 @@ from actionbench.errors import UserError
 from actionbench.generate import GeneratedImage
 from eval.aggregate import aggregate
 from eval.clip_scorer import ClipScorer, judge
+from eval.scorer import Scorer, ScorerSet
 
 
 def test_aggregate_counts_total_as_both_correct():
@@ -57,3 +58,31 @@ def test_tiny_scorer_is_deterministic(mini_task, tmp_path):
     a = ClipScorer("ActionBench-Tiny-CLIP", None).score(mini_task, images, torch.device("cpu"))
     b = ClipScorer("ActionBench-Tiny-CLIP", None).score(mini_task, images, torch.device("cpu"))
     assert a == b
+
+
+class _Fixed(Scorer):
+    """A scorer whose verdicts are given in advance."""
+
+    def __init__(self, verdicts):
+        self._verdicts = verdicts
+
+    def describe(self):
+        return {"kind": "fixed"}
+
+    def score(self, task, generated, device):
+        return self._verdicts
+
+
+def test_scorer_set_headlines_one_scorer_and_keeps_the_others_beside_it():
+    judges = _Fixed([{"action_correct": True, "subject_correct": True}, {"action_correct": False, "subject_correct": True}])
+    clip = _Fixed([{"action_correct": False, "subject_correct": False}, {"action_correct": True, "subject_correct": True}])
+    scorers = ScorerSet(headline="judges", judges=judges, clip=clip)
+    rows = scorers.score(None, [None, None], torch.device("cpu"))
+    assert rows[0] == {"action_correct": True, "subject_correct": True, "clip.action_correct": False,
+                       "clip.subject_correct": False}
+    summary = scorers.summarise(rows)
+    assert (summary["action"], summary["subject"], summary["total"]) == (50.0, 100.0, 50.0)
+    assert (summary["beside"]["clip"]["action"], summary["beside"]["clip"]["total"]) == (50.0, 50.0)
+    assert scorers.describe() == {"headline": "judges", "judges": {"kind": "fixed"}, "clip": {"kind": "fixed"}}
+    with pytest.raises(ValueError, match="headline"):
+        ScorerSet(headline="nope", judges=judges)

@@ -16,7 +16,7 @@ SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": [
 
 @pytest.mark.parametrize("method", list(SHORT))
 def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_root, tmp_path):
-    cfg = compose_config([f"method={method}", "model=tiny", f"benchmark.root={mini_root}", f"output_dir={tmp_path}",
+    cfg = compose_config([f"method={method}", "suite=actionbench", "model=tiny", f"benchmark.root={mini_root}", f"output_dir={tmp_path}",
                           f"cache_dir={tmp_path}/cache", *SHORT[method]])
     run(cfg)
     record = json.loads((tmp_path / "record.json").read_text())

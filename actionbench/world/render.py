@@ -8,6 +8,8 @@ so a judge must read the pose or the look, never a fixed pixel. Drawn 4x larger,
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,9 +252,21 @@ def render(subject: Subject, action: Action, rng: np.random.Generator, size: int
     return image.resize((size, size), Image.LANCZOS)
 
 
+def _render_range(pairs, seed: int, start: int, size: int) -> np.ndarray:
+    return np.stack([np.asarray(render(s, a, np.random.default_rng([seed, start + i]), size)) for i, (s, a) in enumerate(pairs)])
+
+
 def render_batch(pairs: list[tuple[Subject, Action]], seed: int, size: int = SIZE) -> np.ndarray:
-    """Render (subject, action) pairs as uint8 (n, size, size, 3); render i depends only on (seed, i)."""
-    return np.stack([np.asarray(render(s, a, np.random.default_rng([seed, i]), size)) for i, (s, a) in enumerate(pairs)])
+    """Render (subject, action) pairs as uint8 (n, size, size, 3); render i depends only on (seed, i), so
+    large batches are split across processes with the same result."""
+    workers = min(os.cpu_count() or 1, len(pairs) // 2000)
+    if workers < 2:
+        return _render_range(pairs, seed, 0, size)
+    bounds = np.linspace(0, len(pairs), workers + 1).astype(int)
+    with ProcessPoolExecutor(workers) as pool:
+        parts = pool.map(_render_range, [pairs[a:b] for a, b in zip(bounds, bounds[1:])], [seed] * workers,
+                         bounds[:-1].tolist(), [size] * workers)
+        return np.concatenate(list(parts))
 
 
 def random_dataset(count: int, seed: int, subjects=SUBJECTS, actions=ACTIONS):

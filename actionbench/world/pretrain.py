@@ -1,0 +1,381 @@
+"""The offline world's base text-to-image model: Stable Diffusion's architecture, small, trained on renders.
+
+A diffusers folder (`StableDiffusionPipeline.from_pretrained(folder)`): a small CLIP text encoder over the
+real CLIP BPE tokenizer, a cross-attention UNet2DConditionModel with v-prediction, a trained AutoencoderKL
+(32 px images <-> 8x8x4 latents) and a DDIM scheduler, so every method runs on it through the code that runs
+on SD 2.1. Captions name the 8 known actions ("a red fox waving"); the 8 benchmark actions appear only under
+the subject's name, so the model can draw them but has no word for them.
+
+    python -m actionbench.world.pretrain [key=value ...]    e.g. steps=200 out_dir=/tmp/m  (a quick try)
+
+Deterministic from the config and seed on a given device; resumable: rerun the same command after an
+interruption and it continues from the last checkpoint in `work_dir`. Then run
+`python -m actionbench.world.quality` to measure the model and write its card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from actionbench.files import write_atomic
+from actionbench.world import WORLD
+from actionbench.world.render import ACTIONS, SUBJECTS, random_dataset
+
+MODEL = WORLD / "model"  # committed: the trained pipeline folder with its config, card, loss curve and samples
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda: the committed model's device is named in its card
+    images: int = 60000  # pre-rendered training set, (subject, action) drawn independently and uniformly
+    subject_only_p: float = 0.25  # share of known-action images captioned with the subject alone
+    caption_dropout: float = 0.1  # empty caption, for classifier-free guidance
+    # Text encoder (CLIP architecture, trained jointly with the UNet)
+    text_width: int = 64
+    text_layers: int = 3
+    # VAE: 32 px <-> 8x8x4
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_steps: int = 1000
+    vae_batch_size: int = 32
+    vae_learning_rate: float = 1e-3
+    vae_kl_weight: float = 1e-5
+    # UNet (v-prediction) + text encoder
+    unet_channels: tuple[int, ...] = (64, 128, 128)  # 8x8, 4x4, 2x2 latents
+    unet_plain_levels: int = 1  # leading levels without attention (cheap on a CPU); the rest cross-attend
+    unet_layers: int = 1
+    attention_head_dim: int = 8
+    steps: int = 5000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al., 2023); 0 turns it off
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    reconstruction_images: int = 2000  # unseen renders judged after a VAE round trip (a ceiling for the UNet)
+    work_dir: str = "results/world_pretrain"  # dataset cache and checkpoints (resumable)
+    out_dir: str | None = None  # None: the package's committed model folder
+
+
+def components(cfg: PretrainConfig):
+    """Untrained tokenizer, text encoder, VAE, UNet and scheduler: SD's classes at the world's size."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from actionbench.models import clip_tokenizer
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = clip_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_width // 16, max_position_embeddings=77,
+        projection_dim=cfg.text_width, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    levels = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_channels),
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        layers_per_block=1, norm_num_groups=16,
+    )
+    levels = len(cfg.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=32 // 2 ** (len(cfg.vae_channels) - 1), in_channels=4, out_channels=4,
+        block_out_channels=tuple(cfg.unet_channels), layers_per_block=cfg.unet_layers,
+        down_block_types=("DownBlock2D",) * cfg.unet_plain_levels + ("CrossAttnDownBlock2D",) * (levels - cfg.unet_plain_levels),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - cfg.unet_plain_levels) + ("UpBlock2D",) * cfg.unet_plain_levels,
+        cross_attention_dim=cfg.text_width, attention_head_dim=cfg.attention_head_dim, norm_num_groups=32,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )
+    return tokenizer, text_encoder, vae, unet, scheduler
+
+
+def captions(subject_ids: np.ndarray, action_ids: np.ndarray, rng: np.random.Generator,
+             subject_only_p: float) -> list[str]:
+    """"a {subject} {phrase}" for known actions (or, at rate subject_only_p, the subject alone); benchmark
+    actions always get the subject alone: the model sees those poses but never their names."""
+    texts = []
+    for s, a in zip(subject_ids, action_ids):
+        subject, action = SUBJECTS[s], ACTIONS[a]
+        named = action.known and rng.random() >= subject_only_p
+        texts.append(f"{subject.prompt} {action.phrase}" if named else subject.prompt)
+    return texts
+
+
+def dataset(cfg: PretrainConfig, work: Path) -> dict[str, np.ndarray]:
+    """Renders, labels and captions, cached in work_dir (rendering 60k images takes a minute or two)."""
+    path = work / f"dataset-{cfg.images}-seed{cfg.seed}.npz"
+    if path.exists():
+        return dict(np.load(path))
+    images, subject_ids, action_ids = random_dataset(cfg.images, cfg.seed)
+    texts = captions(subject_ids, action_ids, np.random.default_rng([cfg.seed, 1]), cfg.subject_only_p)
+    data = {"images": images, "subjects": subject_ids, "actions": action_ids, "captions": np.array(texts)}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(path)
+    return data
+
+
+def pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 32, 32, 3) -> float (n, 3, 32, 32) in [-1, 1], as SD's VAE takes them."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def lr_at(step: int, cfg: PretrainConfig, total: int, peak: float) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < cfg.warmup_steps:
+        return peak * (step + 1) / cfg.warmup_steps
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
+
+
+class Checkpoint:
+    """One file per phase in work_dir, written atomically; holds everything a resumed run needs."""
+
+    def __init__(self, work: Path, phase: str, cfg: PretrainConfig):
+        self.path, self.cfg = work / f"{phase}.pt", asdict(cfg)
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state["config"] != self.cfg:
+            raise SystemExit(f"{self.path} was written with another config; delete it (or use another work_dir)")
+        return state
+
+    def save(self, **state) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"config": self.cfg, **state}, tmp)
+        tmp.replace(self.path)
+
+
+def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> list[float]:
+    """Reconstruction (L1 + MSE) plus a small KL term: smooth, well-scaled latents for the UNet."""
+    checkpoint = Checkpoint(work, "vae", cfg)
+    vae.to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_learning_rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    state, start, losses, seconds = checkpoint.load(), 0, [], 0.0
+    if state:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start, losses, seconds = state["step"], state["losses"], state["seconds"]
+    began = time.perf_counter()
+    vae.to(device).train()
+    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="VAE", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg, cfg.vae_steps, cfg.vae_learning_rate)
+        index = torch.randint(len(images), (cfg.vae_batch_size,), generator=generator)
+        batch = pixels(images[index.numpy()]).to(device)
+        posterior = vae.encode(batch).latent_dist
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
+        reconstruction = vae.decode(latents).sample
+        loss = (F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
+                + cfg.vae_kl_weight * posterior.kl().mean())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
+            checkpoint.save(model=vae.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
+                            step=step + 1, losses=losses, seconds=seconds + time.perf_counter() - began)
+    return losses, seconds + time.perf_counter() - began
+
+
+@torch.no_grad()
+def reconstruction_judged(vae, cfg: PretrainConfig, device: torch.device) -> dict[str, float]:
+    """How often the judges still read action and subject after a VAE round trip (unseen renders): the
+    ceiling the UNet's images can reach."""
+    from actionbench.world.judges import Judge, to_pixels
+
+    count = cfg.reconstruction_images
+    images, subject_ids, action_ids = random_dataset(count, cfg.seed + 20_000)
+    vae.to(device).eval()
+    decoded = torch.cat([vae.decode(vae.encode(pixels(chunk).to(device)).latent_dist.mean).sample.cpu()
+                         for chunk in np.array_split(images, max(1, count // 500))])
+    decoded = ((decoded.clamp(-1, 1) + 1) / 2 * 255).round() / 255
+    result = {}
+    for kind, labels in (("action", action_ids), ("subject", subject_ids)):
+        predicted, _ = Judge.load(kind).predict(decoded)
+        result[kind] = round(100 * float((predicted.numpy() == labels).mean()), 1)
+    return result
+
+
+@torch.no_grad()
+def encode(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every training image (the UNet samples from them at each step)."""
+    vae.to(device).eval()
+    means, stds = [], []
+    for chunk in np.array_split(images, max(1, len(images) // 512)):
+        posterior = vae.encode(pixels(chunk).to(device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_unet(unet, text_encoder, scheduler, means, stds, token_ids, cfg: PretrainConfig, work: Path,
+               device: torch.device, scaling_factor: float, empty_ids: torch.Tensor):
+    """v-prediction on sampled latents, jointly with the text encoder; EMA weights are what ships."""
+    checkpoint = Checkpoint(work, "unet", cfg)
+    unet.to(device)
+    text_encoder.to(device)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    ema = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    generator = torch.Generator().manual_seed(cfg.seed + 2)
+    state, start, losses, seconds = checkpoint.load(), 0, [], 0.0
+    if state:
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        ema = [e.clone() for e in state["ema"]]
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start, losses, seconds = state["step"], state["losses"], state["seconds"]
+    began = time.perf_counter()
+    unet.to(device).train()
+    text_encoder.to(device).train()
+    ema = [e.to(device) for e in ema]
+    alphas = scheduler.alphas_cumprod.to(device)
+    snr_all = alphas / (1 - alphas)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="UNet", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg, cfg.steps, cfg.learning_rate)
+        index = torch.randint(len(means), (cfg.batch_size,), generator=generator)
+        noise_latent = torch.randn(means[index].shape, generator=generator)
+        latents = ((means[index] + stds[index] * noise_latent) * scaling_factor).to(device)
+        ids = token_ids[index].clone()
+        ids[torch.rand(cfg.batch_size, generator=generator) < cfg.caption_dropout] = empty_ids
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        target = scheduler.get_velocity(latents, noise, timesteps)
+        hidden = text_encoder(ids.to(device))[0]
+        prediction = unet(noisy, timesteps, hidden).sample
+        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+        if cfg.snr_gamma:
+            snr = snr_all[timesteps]
+            per_sample = per_sample * torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+        loss = per_sample.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            checkpoint.save(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), ema=[e.cpu() for e in ema],
+                            optimizer=optimizer.state_dict(), generator=generator.get_state(), step=step + 1,
+                            losses=losses, seconds=seconds + time.perf_counter() - began)
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    return losses, seconds + time.perf_counter() - began
+
+
+def loss_curve(vae_losses: list[float], unet_losses: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def smooth(values, window=50):
+        values = np.asarray(values)
+        return np.convolve(values, np.ones(window) / window, mode="valid") if len(values) > window else values
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, losses, title in ((axes[0], vae_losses, "VAE (L1 + MSE + KL)"), (axes[1], unet_losses, "UNet (min-SNR v-loss)")):
+        ax.plot(smooth(losses))
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_pipeline(tokenizer, text_encoder, vae, unet, scheduler, out: Path, extra: dict[str, bytes]) -> None:
+    """fp16 safetensors in diffusers' layout (loading in fp32 upcasts); replaces `out` atomically."""
+    from diffusers import StableDiffusionPipeline
+
+    for module in (text_encoder, vae, unet):
+        module.to("cpu", torch.float16)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    for name, data in extra.items():
+        (tmp / name).write_bytes(data)
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        out.replace(old)
+    tmp.replace(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str]) -> None:
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.from_cli(argv)))
+    device = torch.device(cfg.device)
+    work, out = Path(cfg.work_dir), Path(cfg.out_dir or MODEL)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    tokenizer, text_encoder, vae, unet, scheduler = components(cfg)
+    counts = {name: sum(p.numel() for p in m.parameters()) for name, m in
+              (("text_encoder", text_encoder), ("vae", vae), ("unet", unet))}
+    print("parameters:", ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts.items()))
+    data = dataset(cfg, work)
+    vae_losses, vae_seconds = train_vae(vae, data["images"], cfg, work, device)
+    reconstruction = reconstruction_judged(vae, cfg, device)
+    print("VAE reconstructions judged right (%):", reconstruction)
+    means, stds = encode(vae, data["images"], device)
+    scaling_factor = float(1 / means.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
+    token_ids = tokenizer(list(data["captions"]), padding="max_length", max_length=77, truncation=True,
+                          return_tensors="pt").input_ids
+    empty_ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    unet_losses, unet_seconds = train_unet(unet, text_encoder, scheduler, means, stds, token_ids, cfg, work, device,
+                             scaling_factor, empty_ids)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"VAE {vae_seconds / 60:.1f} min, UNet {unet_seconds / 60:.1f} min (over all resumed runs)")
+    curve = work / "loss.png"
+    loss_curve(vae_losses, unet_losses, curve)
+    training = {"config": asdict(cfg), "parameters": counts, "scaling_factor": scaling_factor,
+                "minutes_this_invocation": round(minutes, 1), "device": str(device),
+                "minutes": {"vae": round(vae_seconds / 60, 1), "unet": round(unet_seconds / 60, 1)},
+                "vae_reconstruction_judged_right": reconstruction,
+                "threads": torch.get_num_threads(), "final_loss": {"vae": float(np.mean(vae_losses[-100:])),
+                                                                     "unet": float(np.mean(unet_losses[-100:]))}}
+    save_pipeline(tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), scheduler, out, {
+        "training.json": (json.dumps(training, indent=2) + "\n").encode(),
+        "training.yaml": OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode(),
+        "loss.png": curve.read_bytes(),
+    })
+    print(f"wrote {out} ({minutes:.1f} min); measure it with: python -m actionbench.world.quality model={out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

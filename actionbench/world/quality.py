@@ -1,0 +1,181 @@
+"""Measure the world's base model with the ground-truth judges, and write its model card.
+
+    python -m actionbench.world.quality [model=FOLDER] [guidance=[3,5,7.5]] [samples=2] [device=cpu]
+
+Prompted "a {subject} {known action}": how often the judges find both right; prompted with the subject
+alone: how often the subject is right, and how often each action (the benchmark's included) appears
+unprompted. Writes quality.json, samples.png and README.md (the card) into the model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from actionbench.files import write_atomic
+from actionbench.world.judges import Judge, to_pixels
+from actionbench.world.pretrain import MODEL
+from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS
+
+
+@dataclass
+class QualityConfig:
+    model: str | None = None  # None: the committed model folder
+    guidance: list[float] = field(default_factory=lambda: [3.0, 5.0, 7.5])
+    samples: int = 2  # per (subject, known action); the subject-alone set draws 4x as many per subject
+    inference_steps: int = 25
+    min_confidence: float = 0.5  # as the judge scorer: a less confident judge abstains (= wrong)
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+
+
+def generate(pipe, prompts: list[str], cfg: QualityConfig, guidance: float, offset: int) -> np.ndarray:
+    """uint8 images; prompt i's noise depends only on (seed, offset + i), the same at every guidance."""
+    images = []
+    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc=f"guidance {guidance}", leave=False):
+        chunk = prompts[start : start + cfg.batch_size]
+        generators = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + offset + start + i) for i in range(len(chunk))]
+        latents = torch.stack([torch.randn((pipe.unet.config.in_channels, 8, 8), generator=g) for g in generators])
+        out = pipe(chunk, num_inference_steps=cfg.inference_steps, guidance_scale=guidance, height=32, width=32,
+                   latents=latents.to(pipe.device), output_type="np").images
+        images.append((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
+    return np.concatenate(images)
+
+
+def judged(images: np.ndarray, judges: dict[str, Judge], min_confidence: float) -> dict[str, np.ndarray]:
+    """Each judge's class index per image; -1 where it abstains."""
+    result = {}
+    for kind, judge in judges.items():
+        label, confidence = judge.predict(to_pixels(images))
+        result[kind] = np.where(confidence.numpy() >= min_confidence, label.numpy(), -1)
+    return result
+
+
+def measure(pipe, cfg: QualityConfig, guidance: float, judges) -> tuple[dict, np.ndarray, np.ndarray]:
+    subject_index = {s.name: i for i, s in enumerate(SUBJECTS)}
+    action_index = {a.name: i for i, a in enumerate(ACTIONS)}
+    pairs = [(s, a) for s in EVAL_SUBJECTS for a in KNOWN_ACTIONS for _ in range(cfg.samples)]
+    named = generate(pipe, [f"{s.prompt} {a.phrase}" for s, a in pairs], cfg, guidance, 0)
+    verdict = judged(named, judges, cfg.min_confidence)
+    action_ok = verdict["action"] == np.array([action_index[a.name] for _, a in pairs])
+    subject_ok = verdict["subject"] == np.array([subject_index[s.name] for s, _ in pairs])
+    alone = [s for s in EVAL_SUBJECTS for _ in range(4 * cfg.samples)]
+    unnamed = generate(pipe, [s.prompt for s in alone], cfg, guidance, 1_000_000)
+    verdict_alone = judged(unnamed, judges, cfg.min_confidence)
+    alone_ok = verdict_alone["subject"] == np.array([subject_index[s.name] for s in alone])
+    appears = {a.name: round(100 * float(np.mean(verdict_alone["action"] == action_index[a.name])), 1) for a in ACTIONS}
+    figures = {
+        "guidance": guidance,
+        "named": {"images": len(pairs), "action": round(100 * action_ok.mean(), 1),
+                  "subject": round(100 * subject_ok.mean(), 1), "both": round(100 * (action_ok & subject_ok).mean(), 1),
+                  "both_by_action": {a.name: round(100 * float(np.mean((action_ok & subject_ok)[[p[1] == a for p in pairs]])), 1)
+                                     for a in KNOWN_ACTIONS}},
+        "subject_alone": {"images": len(alone), "subject": round(100 * alone_ok.mean(), 1),
+                          "action_appears": appears},
+    }
+    return figures, named, unnamed
+
+
+def sample_grid(named: np.ndarray, unnamed: np.ndarray, samples: int) -> Image.Image:
+    """Rows: evaluation subjects; columns: the known actions by name, then two subject-alone samples."""
+    cell, label_w, label_h = 48, 110, 26
+    columns = [a.phrase for a in KNOWN_ACTIONS] + ["(subject alone)", "(subject alone)"]
+    canvas = Image.new("RGB", (label_w + cell * len(columns), label_h + cell * len(EVAL_SUBJECTS)), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for j, text in enumerate(columns):
+        draw.text((label_w + j * cell + 2, 2 + 11 * (j % 2)), text[:9], fill="black", font=font)
+    per_subject = len(KNOWN_ACTIONS) * samples
+    for i, subject in enumerate(EVAL_SUBJECTS):
+        y = label_h + i * cell
+        draw.text((4, y + cell // 2 - 6), subject.words, fill="black", font=font)
+        tiles = [named[i * per_subject + k * samples] for k in range(len(KNOWN_ACTIONS))]
+        tiles += [unnamed[i * 4 * samples], unnamed[i * 4 * samples + 1]]
+        for j, tile in enumerate(tiles):
+            canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST), (label_w + j * cell, y))
+    return canvas
+
+
+def card(folder: Path, training: dict, results: list[dict], best: dict) -> str:
+    counts = training["parameters"]
+    rows = "\n".join(
+        f"| {r['guidance']} | {r['named']['action']} | {r['named']['subject']} | **{r['named']['both']}** | "
+        f"{r['subject_alone']['subject']} |" for r in results)
+    appears = " | ".join(f"{name} {value}" for name, value in best["subject_alone"]["action_appears"].items())
+    by_action = ", ".join(f"{name} {value}" for name, value in best["named"]["both_by_action"].items())
+    cfg = training["config"]
+    return f"""# ActionBench world base model
+
+A text-to-image model in Stable Diffusion's architecture for the offline world (`actionbench/world/`):
+`StableDiffusionPipeline.from_pretrained("{folder.name}")` loads it. Components: CLIP text encoder
+({counts['text_encoder'] / 1e6:.2f} M parameters, the real 49,408-token CLIP BPE tokenizer), UNet2DConditionModel
+with cross-attention ({counts['unet'] / 1e6:.2f} M, v-prediction), AutoencoderKL ({counts['vae'] / 1e6:.2f} M;
+32 px images <-> 8x8x4 latents, scaling factor {training['scaling_factor']:.4f}), DDIM scheduler. Weights are
+stored in fp16 (loading in fp32 upcasts them).
+
+## Data
+{cfg['images']:,} renders (seed {cfg['seed']}), subject and action drawn independently and uniformly from the world's
+{len(SUBJECTS)} subjects and {len(ACTIONS)} actions. Captions: "a {{subject}} {{known action phrase}}" for the 8
+known actions ({100 * (1 - cfg['subject_only_p']):.0f}% of their images; the rest are captioned with the
+subject alone); the 8 benchmark actions only ever as "a {{subject}}", so the model draws those poses without
+a word for them. {100 * cfg['caption_dropout']:.0f}% of captions are dropped per step (classifier-free guidance).
+
+## Training
+`python -m actionbench.world.pretrain` with `training.yaml` (deterministic from it on a given device,
+resumable from `work_dir`): VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch_size']}, L1 + MSE + {cfg['vae_kl_weight']} KL),
+then UNet and text encoder jointly {cfg['steps']} steps (batch {cfg['batch_size']}, AdamW lr {cfg['learning_rate']},
+warm-up + cosine, min-SNR-{cfg['snr_gamma']} weighting, EMA {cfg['ema_decay']}; the EMA weights ship).
+Trained on {training['device']}: {training['minutes_this_invocation']} minutes. {training.get('cpu_estimate', '')}
+
+![loss](loss.png)
+
+## Quality (ground-truth judges, `python -m actionbench.world.quality`)
+{best['named']['images']} images prompted "a {{subject}} {{known action}}" (23 evaluation subjects x 8 known actions x
+{best['named']['images'] // 184}), and {best['subject_alone']['images']} prompted with the subject alone; {best.get('inference_steps', 25)} DDIM steps; a
+judge below {best.get('min_confidence', 0.5)} confidence abstains (= wrong).
+
+| guidance | action right | subject right | both right | subject right (subject alone) |
+|---|---|---|---|---|
+{rows}
+
+At guidance {best['guidance']} (the world's default), both right per known action: {by_action}.
+How often each action appears when only the subject is named (%): {appears}.
+
+![samples](samples.png)
+"""
+
+
+def main(argv: list[str]) -> None:
+    from actionbench.models import load_pretrained
+
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QualityConfig), OmegaConf.from_cli(argv)))
+    folder = Path(cfg.model or MODEL)
+    device = torch.device(cfg.device)
+    model = load_pretrained(str(folder), 32, cfg.inference_steps, cfg.guidance[0], torch.float32, device)
+    judges = {kind: Judge.load(kind) for kind in ("action", "subject")}
+    results, images = [], {}
+    for guidance in cfg.guidance:
+        figures, named, unnamed = measure(model.pipe, cfg, guidance, judges)
+        figures.update(inference_steps=cfg.inference_steps, min_confidence=cfg.min_confidence)
+        results.append(figures)
+        images[guidance] = (named, unnamed)
+        print(json.dumps({k: figures[k] for k in ("guidance", "named", "subject_alone")}))
+    best = max(results, key=lambda r: r["named"]["both"])
+    write_atomic(folder / "quality.json", (json.dumps(results, indent=2) + "\n").encode())
+    grid = sample_grid(*images[best["guidance"]], cfg.samples)
+    grid.save(folder / "samples.png")
+    training = json.loads((folder / "training.json").read_text())
+    write_atomic(folder / "README.md", card(folder, training, results, best).encode())
+    print(f"best guidance {best['guidance']}: both right {best['named']['both']}%; card: {folder / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
