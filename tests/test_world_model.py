@@ -44,7 +44,7 @@ def _weights(folder):
 
 def test_pretrain_is_deterministic_and_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole = _weights(_train(tmp_path, "whole"))
-    assert _weights(_train(tmp_path, "again")) .keys() == whole.keys()
+    assert _weights(_train(tmp_path, "again")).keys() == whole.keys()
 
     calls = {"n": 0}
     original = pretrain.Checkpoint.save

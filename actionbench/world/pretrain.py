@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from actionbench.files import write_atomic
 from actionbench.world import WORLD
 from actionbench.world.render import ACTIONS, SUBJECTS, random_dataset
 
@@ -204,7 +203,7 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
 def reconstruction_judged(vae, cfg: PretrainConfig, device: torch.device) -> dict[str, float]:
     """How often the judges still read action and subject after a VAE round trip (unseen renders): the
     ceiling the UNet's images can reach."""
-    from actionbench.world.judges import Judge, to_pixels
+    from actionbench.world.judges import Judge
 
     count = cfg.reconstruction_images
     images, subject_ids, action_ids = random_dataset(count, cfg.seed + 20_000)
@@ -365,6 +364,7 @@ def main(argv: list[str]) -> None:
     loss_curve(vae_losses, unet_losses, curve)
     training = {"config": asdict(cfg), "parameters": counts, "scaling_factor": scaling_factor,
                 "minutes_this_invocation": round(minutes, 1), "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "minutes": {"vae": round(vae_seconds / 60, 1), "unet": round(unet_seconds / 60, 1)},
                 "vae_reconstruction_judged_right": reconstruction,
                 "threads": torch.get_num_threads(), "final_loss": {"vae": float(np.mean(vae_losses[-100:])),

@@ -36,6 +36,7 @@ class QualityConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "cpu"
+    measure: bool = True  # false: rewrite the card from the folder's quality.json without generating
 
 
 def generate(pipe, prompts: list[str], cfg: QualityConfig, guidance: float, offset: int) -> np.ndarray:
@@ -104,7 +105,16 @@ def sample_grid(named: np.ndarray, unnamed: np.ndarray, samples: int) -> Image.I
     return canvas
 
 
-def card(folder: Path, training: dict, results: list[dict], best: dict) -> str:
+def cpu_line(cpu: dict | None) -> str:
+    if not cpu:
+        return ""
+    steps = cpu["seconds_per_step"]
+    return (f"On 2 CPU cores (`python -m benchmarks.world_pretrain`: {steps['vae']} s per VAE step, {steps['unet']} s per "
+            f"UNet step, {cpu['render_ms_per_image']} ms per render) the same config takes an estimated "
+            f"{cpu['estimated_total_minutes']} minutes.")
+
+
+def card(folder: Path, training: dict, results: list[dict], best: dict, cpu: dict | None) -> str:
     counts = training["parameters"]
     rows = "\n".join(
         f"| {r['guidance']} | {r['named']['action']} | {r['named']['subject']} | **{r['named']['both']}** | "
@@ -133,7 +143,10 @@ a word for them. {100 * cfg['caption_dropout']:.0f}% of captions are dropped per
 resumable from `work_dir`): VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch_size']}, L1 + MSE + {cfg['vae_kl_weight']} KL),
 then UNet and text encoder jointly {cfg['steps']} steps (batch {cfg['batch_size']}, AdamW lr {cfg['learning_rate']},
 warm-up + cosine, min-SNR-{cfg['snr_gamma']} weighting, EMA {cfg['ema_decay']}; the EMA weights ship).
-Trained on {training['device']}: {training['minutes_this_invocation']} minutes. {training.get('cpu_estimate', '')}
+Trained on {training['device_name']} ({training['threads']} CPU threads): VAE {training['minutes']['vae']} min, UNet
+{training['minutes']['unet']} min, summed over resumed runs. {cpu_line(cpu)} A VAE round trip keeps the judges right on
+{training['vae_reconstruction_judged_right']['action']}% (action) and {training['vae_reconstruction_judged_right']['subject']}%
+(subject) of {cfg['reconstruction_images']} unseen renders: the ceiling for the UNet's images.
 
 ![loss](loss.png)
 
@@ -154,26 +167,30 @@ How often each action appears when only the subject is named (%): {appears}.
 
 
 def main(argv: list[str]) -> None:
-    from actionbench.models import load_pretrained
-
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QualityConfig), OmegaConf.from_cli(argv)))
     folder = Path(cfg.model or MODEL)
-    device = torch.device(cfg.device)
-    model = load_pretrained(str(folder), 32, cfg.inference_steps, cfg.guidance[0], torch.float32, device)
-    judges = {kind: Judge.load(kind) for kind in ("action", "subject")}
-    results, images = [], {}
-    for guidance in cfg.guidance:
-        figures, named, unnamed = measure(model.pipe, cfg, guidance, judges)
-        figures.update(inference_steps=cfg.inference_steps, min_confidence=cfg.min_confidence)
-        results.append(figures)
-        images[guidance] = (named, unnamed)
-        print(json.dumps({k: figures[k] for k in ("guidance", "named", "subject_alone")}))
+    if cfg.measure:
+        from actionbench.models import load_pretrained
+
+        model = load_pretrained(str(folder), 32, cfg.inference_steps, cfg.guidance[0], torch.float32,
+                                torch.device(cfg.device))
+        judges = {kind: Judge.load(kind) for kind in ("action", "subject")}
+        results, images = [], {}
+        for guidance in cfg.guidance:
+            figures, named, unnamed = measure(model.pipe, cfg, guidance, judges)
+            figures.update(inference_steps=cfg.inference_steps, min_confidence=cfg.min_confidence)
+            results.append(figures)
+            images[guidance] = (named, unnamed)
+            print(json.dumps({k: figures[k] for k in ("guidance", "named", "subject_alone")}))
+        best = max(results, key=lambda r: r["named"]["both"])
+        write_atomic(folder / "quality.json", (json.dumps(results, indent=2) + "\n").encode())
+        sample_grid(*images[best["guidance"]], cfg.samples).save(folder / "samples.png")
+    results = json.loads((folder / "quality.json").read_text())
     best = max(results, key=lambda r: r["named"]["both"])
-    write_atomic(folder / "quality.json", (json.dumps(results, indent=2) + "\n").encode())
-    grid = sample_grid(*images[best["guidance"]], cfg.samples)
-    grid.save(folder / "samples.png")
     training = json.loads((folder / "training.json").read_text())
-    write_atomic(folder / "README.md", card(folder, training, results, best).encode())
+    timing = folder / "cpu_timing.json"
+    cpu = json.loads(timing.read_text()) if timing.exists() else None
+    write_atomic(folder / "README.md", card(folder, training, results, best, cpu).encode())
     print(f"best guidance {best['guidance']}: both right {best['named']['both']}%; card: {folder / 'README.md'}")
 
 

@@ -1,0 +1,67 @@
+"""How long `python -m actionbench.world.pretrain` (its default config) takes on this machine, from timed
+pieces: per-step VAE and UNet times (by difference of an N- and a 2N-step run, so set-up is excluded) and
+the rendering rate, scaled to the config's step and image counts.
+
+    python -m benchmarks.world_pretrain [steps=20] [write=true]
+
+`write=true` stores the figures as cpu_timing.json in the committed model folder, where the card quotes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from actionbench.files import write_atomic
+from actionbench.world import pretrain
+from actionbench.world.render import random_dataset
+
+
+def seconds_per_step(phase: str, steps: int, cfg: pretrain.PretrainConfig) -> float:
+    def timed(n: int) -> float:
+        with tempfile.TemporaryDirectory() as work:
+            run_cfg = dataclasses.replace(cfg, vae_steps=n, steps=n, checkpoint_every=10**9, warmup_steps=1)
+            _, text_encoder, vae, unet, scheduler = pretrain.components(run_cfg)
+            images = np.random.default_rng(0).integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
+            start = time.perf_counter()
+            if phase == "vae":
+                pretrain.train_vae(vae, images, run_cfg, Path(work), torch.device(cfg.device))
+            else:
+                latent = torch.randn(512, 4, 8, 8)
+                ids = torch.randint(0, 49406, (512, 77))
+                pretrain.train_unet(unet, text_encoder, scheduler, latent, latent.abs(), ids, run_cfg, Path(work),
+                                    torch.device(cfg.device), 1.0, ids[0])
+            return time.perf_counter() - start
+
+    timed(2)
+    return (timed(2 * steps) - timed(steps)) / steps
+
+
+def main(argv: list[str]) -> None:
+    args = OmegaConf.from_cli(argv)
+    steps, write = int(args.get("steps", 20)), bool(args.get("write", False))
+    cfg = pretrain.PretrainConfig()
+    start = time.perf_counter()
+    random_dataset(4000, 123)
+    render = (time.perf_counter() - start) / 4000
+    vae, unet = seconds_per_step("vae", steps, cfg), seconds_per_step("unet", steps, cfg)
+    minutes = {"render": render * cfg.images / 60, "vae": vae * cfg.vae_steps / 60, "unet": unet * cfg.steps / 60}
+    figures = {"threads": torch.get_num_threads(), "seconds_per_step": {"vae": round(vae, 3), "unet": round(unet, 3)},
+               "render_ms_per_image": round(1000 * render, 3),
+               "estimated_minutes": {k: round(v, 1) for k, v in minutes.items()},
+               "estimated_total_minutes": round(sum(minutes.values()), 1)}
+    print(json.dumps(figures, indent=2))
+    if write:
+        write_atomic(pretrain.MODEL / "cpu_timing.json", (json.dumps(figures, indent=2) + "\n").encode())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
