@@ -1,0 +1,94 @@
+"""The leaderboard's pictures (matplotlib): bars with intervals, the Action-vs-Subject trade-off, a method x
+action heatmap, and per-action image grids (methods as rows, subjects as columns)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+FIGURES = ("Action", "Subject", "Total")
+
+
+def _save(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def bars(board: pd.DataFrame, title: str, path: Path) -> Path:
+    """Action / Subject / Total per method, with their 95% intervals."""
+    methods = list(board.sort_values("Total").method)
+    board = board.set_index("method").loc[methods]
+    figure, ax = plt.subplots(figsize=(1.4 + 1.1 * len(methods), 3.6))
+    width, x = 0.27, np.arange(len(methods))
+    for k, name in enumerate(FIGURES):
+        values = board[name].to_numpy()
+        errors = np.stack([values - board[f"{name}_low"], board[f"{name}_high"] - values])
+        ax.bar(x + (k - 1) * width, values, width, yerr=errors, capsize=2, label=name)
+    ax.set_xticks(x, methods, rotation=20, ha="right")
+    ax.set_ylabel("% of images judged right")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(ncols=3, fontsize=8)
+    return _save(figure, path)
+
+
+def tradeoff(board: pd.DataFrame, title: str, path: Path) -> Path:
+    """Action against Subject: learning the action without losing the subject is the papers' trade-off."""
+    figure, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.scatter(board.Subject, board.Action)
+    for _, row in board.iterrows():
+        ax.annotate(row.method, (row.Subject, row.Action), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("Subject (%)")
+    ax.set_ylabel("Action (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    return _save(figure, path)
+
+
+def heatmap(per_action: pd.DataFrame, title: str, path: Path) -> Path:
+    """Total per method (rows) and action (columns)."""
+    table = per_action.pivot(index="method", columns="action", values="Total")
+    figure, ax = plt.subplots(figsize=(1.5 + 0.8 * table.shape[1], 1.0 + 0.45 * table.shape[0]))
+    image = ax.imshow(table.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right")
+    ax.set_yticks(range(table.shape[0]), table.index)
+    for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 50 else "black", fontsize=8)
+    figure.colorbar(image, ax=ax, label="Total (%)")
+    ax.set_title(title)
+    return _save(figure, path)
+
+
+def image_grid(cells: pd.DataFrame, path: Path, cell: int = 64) -> Path:
+    """`cells`: columns method, subject, image (a path); one row per method, one column per subject."""
+    methods, subjects = sorted(cells.method.unique()), list(dict.fromkeys(cells.subject))
+    label_w, label_h = 130, 16
+    canvas = Image.new("RGB", (label_w + cell * len(subjects), label_h + cell * len(methods)), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for j, subject in enumerate(subjects):
+        draw.text((label_w + j * cell + 2, 2), subject[:10], fill="black", font=font)
+    lookup = {(r.method, r.subject): r.image for r in cells.itertuples()}
+    for i, method in enumerate(methods):
+        draw.text((4, label_h + i * cell + cell // 2 - 6), method, fill="black", font=font)
+        for j, subject in enumerate(subjects):
+            if (method, subject) in lookup and Path(lookup[method, subject]).is_file():  # a missing image stays blank
+                with Image.open(lookup[method, subject]) as image:
+                    canvas.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (label_w + j * cell, label_h + i * cell))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    canvas.save(tmp)
+    tmp.replace(path)
+    return path
