@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,15 @@ from tqdm.auto import tqdm
 from actionbench.files import write_atomic, write_json
 from actionbench.models import TextToImageModel
 from actionbench.task import ActionTask, Subject
+
+
+def _already_drawn(job, seed: int, meta: dict) -> bool:
+    try:
+        sidecar = json.loads(job.path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    same = {"prompt": job.prompt, "noise_seed": job.noise_seed, "seed": seed, **meta}
+    return job.path.is_file() and all(sidecar.get(k) == v for k, v in same.items())
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,13 @@ def generate_images(
     batch_size: int,
     out_dir: Path,
     meta: dict,
+    reuse: bool = False,
 ) -> list[GeneratedImage]:
-    """Generate every (subject, sample) of the task; write `{subject}_{sample}.png` and a JSON sidecar."""
+    """Generate every (subject, sample) of the task; write `{subject}_{sample}.png` and a JSON sidecar.
+
+    With `reuse`, an image already on disk whose sidecar records the same prompt, noise and `meta` (the run's
+    work digest) is kept rather than drawn again: an interrupted run only draws what it had not.
+    """
     identifier = method.action_text(task)
     jobs = [
         GeneratedImage(
@@ -66,8 +81,9 @@ def generate_images(
         for subject in task.subjects
         for sample in range(samples_per_subject)
     ]
-    for start in tqdm(range(0, len(jobs), batch_size), desc="generate", unit="batch"):
-        batch = jobs[start : start + batch_size]
+    todo = [job for job in jobs if not (reuse and _already_drawn(job, seed, meta))]
+    for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch"):
+        batch = todo[start : start + batch_size]
         latents = initial_latents(model, [job.noise_seed for job in batch])
         images = method.generate(model, [job.prompt for job in batch], latents)
         for job, image in zip(batch, images):

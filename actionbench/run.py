@@ -3,6 +3,8 @@ subject, score every image, and write one record. Configuration: `conf/` (see --
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import sys
@@ -18,9 +20,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from actionbench.errors import UserError, check_positive
+from actionbench.files import write_json
 from actionbench.generate import generate_images
 from actionbench.models import resolve_device, resolve_dtype
-from actionbench.records import write_record
+from actionbench.records import RECORD_FILE, write_record
 
 
 def seed_everything(seed: int) -> None:
@@ -39,6 +42,42 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
+def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
+    """The run folder's complete record of this same config, which makes the run redundant; a complete record
+    of another config there is refused rather than overwritten (the folder name does not hold every key)."""
+    path = run_dir / RECORD_FILE
+    if rerun or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        return None  # unreadable: the run is redone and the record rewritten
+    if record.get("complete") is not True:
+        return None
+    earlier = {k: v for k, v in record.get("config", {}).items() if k != "rerun"}
+    differ = sorted(k for k in (set(config) | set(earlier)) - {"rerun"} if config.get(k) != earlier.get(k))
+    if differ:
+        raise UserError(f"{path} is the complete record of a different config (differs in: {', '.join(differ)}); "
+                        "pass rerun=true to replace it, or another output_dir")
+    return record
+
+
+TRAINED_FILE = "trained.json"  # in the artifact folder, written once training has finished
+
+
+def work_digest(config: dict) -> str:
+    """What a run's artifact and images depend on: its config less the scorer and the bookkeeping keys."""
+    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "cache_dir")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def trained_digest(artifact_dir: Path) -> str | None:
+    try:
+        return json.loads((artifact_dir / TRAINED_FILE).read_text())["work_digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run(cfg: DictConfig) -> dict:
     """One run down the chain: config -> task -> method.train -> generate -> score -> record."""
     started = time.perf_counter()
@@ -52,23 +91,35 @@ def run(cfg: DictConfig) -> dict:
     # Everything a user can get wrong is checked here, before any model is loaded.
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     check_positive("", samples_per_subject=cfg.samples_per_subject, generation_batch_size=cfg.generation_batch_size)
+    run_dir, config = Path(cfg.output_dir), OmegaConf.to_container(cfg, resolve=True)
+    done = finished_record(run_dir, config, cfg.rerun)
+    if done:
+        print(f"skipped: {run_dir} already holds the complete record of this config (rerun=true recomputes it)")
+        return done
     task = build(cfg.benchmark, action=cfg.action)
     method = build(cfg.method)
     scorer = build(cfg.scorer)
     scorer.check(task)
-    run_dir = Path(cfg.output_dir)
     t = lap("validate", started)
 
     model = build(cfg.model, dtype=dtype, device=device)
     t = lap("load_model", t)
 
+    # An interrupted run picks up where it stopped: a finished artifact of the same work is loaded, not
+    # retrained (training itself resumes from its checkpoint), and finished images are kept.
     seed_everything(cfg.seed)
-    method.train(model, task, cfg.seed, run_dir / "artifact")
+    artifact_dir, digest = run_dir / "artifact", work_digest(config)
+    if not cfg.rerun and trained_digest(artifact_dir) == digest:
+        method.load(model, task, artifact_dir)
+        print(f"reusing the trained artifact in {artifact_dir}")
+    else:
+        method.train(model, task, cfg.seed, artifact_dir)
+        write_json(artifact_dir / TRAINED_FILE, {"work_digest": digest})
     t = lap("train", t)
 
     choices = {"method": cfg.method_name, "model": cfg.model_name, "benchmark": cfg.benchmark.name}
     images = generate_images(method, model, task, cfg.seed, cfg.samples_per_subject, cfg.generation_batch_size,
-                             run_dir / "images", choices)
+                             run_dir / "images", {**choices, "work_digest": digest}, reuse=not cfg.rerun)
     t = lap("generate", t)
 
     per_image = scorer.score(task, images, device)
@@ -88,7 +139,7 @@ def run(cfg: DictConfig) -> dict:
         "aggregates": scorer.summarise(rows),
         "timings_s": timings,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
         "images": rows,
     }
     path = write_record(run_dir, record)

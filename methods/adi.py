@@ -30,7 +30,7 @@ from actionbench.errors import (
 from actionbench.files import write_json
 from methods.mechanics.latents import ExemplarLatents
 from methods.mechanics.layerwise import route_per_layer
-from methods.mechanics.loop import optimise
+from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.prior import generate_to_files, model_cache
@@ -220,7 +220,7 @@ class ADI(PPlus):
 
         try:
             optimise(optimizer, masked_gradient, self.max_train_steps, "ADI", after_step=untouched_where_masked,
-                     log_every=self.log_every, sets_gradients=True)
+                     log_every=self.log_every, sets_gradients=True, resume=Resume(artifact_dir, (generator, sampler)))
         finally:
             samples.remove()
         with torch.no_grad():

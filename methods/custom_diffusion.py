@@ -25,7 +25,7 @@ from actionbench.errors import (
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
-from methods.mechanics.loop import optimise
+from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
 from methods.mechanics.prior import PriorPreservation, text_embedder
@@ -124,7 +124,8 @@ class CustomDiffusion(ActionMethod):
                                                prior, prior_hidden, generator, self.prior.weight)
 
         optimise(optimizer, loss, self.max_train_steps, "custom diffusion", after_step=rows.restore,
-                 log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm)
+                 log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm,
+                 resume=Resume(artifact_dir, (generator, sampler)))
         rows.done()
         for p in layers:
             p.requires_grad_(False)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from actionbench.errors import UserError, check_positive, check_probability
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
-from methods.mechanics.loop import optimise
+from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora, save_unet_lora
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
@@ -94,8 +94,10 @@ class DreamBooth(ActionMethod):
                 return instance_and_prior_loss(unet, scheduler, latents.sample(index, flipped, generator),
                                                instance_embeds[index.to(device)], prior, prior_hidden, generator, self.prior.weight)
 
+        # A full-UNet checkpoint (weights + Adam moments, ~10 GB for SD) costs more than redoing 400 steps.
+        resume = Resume(artifact_dir, (generator, sampler)) if self.lora else None
         optimise(optimizer, loss, self.max_train_steps, "dreambooth-lora" if self.lora else "dreambooth",
-                 log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm)
+                 log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm, resume=resume)
         unet.eval().requires_grad_(False)
         if self.gradient_checkpointing:
             unet.disable_gradient_checkpointing()

@@ -17,7 +17,7 @@ from actionbench.errors import check_positive, check_probability
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
-from methods.mechanics.loop import optimise
+from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.tokens import TrainableRows, add_tokens, token_ids
 
@@ -93,7 +93,8 @@ class TextualInversion(ActionMethod):
             hidden = self.encode(text_encoder, input_ids[index.to(device)], new_ids)
             return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
 
-        optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, rows.restore, self.log_every)
+        optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, rows.restore, self.log_every,
+                 resume=Resume(artifact_dir, (generator, sampler)))
         rows.done()
         text_encoder.to(model_dtype)
         self.save(model, task, artifact_dir, rows.weight.detach()[new_ids])

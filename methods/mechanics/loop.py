@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class Resume:
+    """Where `optimise` keeps its state every `every` steps (trained tensors, optimiser, random generators),
+    so a run killed mid-training continues from there with the same result; removed once training ends."""
+
+    folder: Path
+    generators: tuple[torch.Generator, ...]
+    every: int = 200
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder) / CHECKPOINT_FILE
+
+    def load(self, optimizer: torch.optim.Optimizer) -> int:
+        """Restore the saved state, if any; the step to continue from."""
+        if not self.path.is_file():
+            return 0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        with torch.no_grad():
+            for param, saved in zip(_params(optimizer), state["params"]):
+                param.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        for generator, saved in zip(self.generators, state["generators"]):
+            generator.set_state(saved)
+        return state["step"]
+
+    def save(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"step": step, "params": [p.detach().cpu() for p in _params(optimizer)],
+                    "optimizer": optimizer.state_dict(), "generators": [g.get_state() for g in self.generators]}, tmp)
+        tmp.replace(self.path)
+
+
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def optimise(
@@ -19,15 +61,17 @@ def optimise(
     clip_params: list | None = None,
     max_grad_norm: float | None = None,
     sets_gradients: bool = False,
+    resume: Resume | None = None,
 ) -> None:
     """`steps` optimiser steps, each over `accumulation` calls of `compute_loss` (mean of their gradients).
 
     The loss is read back from the device only every `log_every` steps, for the progress bar. With
     `max_grad_norm`, gradients of `clip_params` are clipped to that norm before each step. With
     `sets_gradients`, `compute_loss` writes the gradients itself (ADI's masked update) and returns the loss
-    for display only.
+    for display only. With `resume`, a killed run continues from its last checkpoint.
     """
-    bar = tqdm(range(steps), desc=desc, unit="step")
+    start = resume.load(optimizer) if resume else 0
+    bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
     for step in bar:
         for _ in range(accumulation):
             loss = compute_loss()
@@ -41,3 +85,7 @@ def optimise(
             after_step()
         if step % log_every == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if resume and (step + 1) % resume.every == 0 and step + 1 < steps:
+            resume.save(optimizer, step + 1)
+    if resume:
+        resume.path.unlink(missing_ok=True)
