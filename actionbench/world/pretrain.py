@@ -119,7 +119,7 @@ def captions(subject_ids: np.ndarray, action_ids: np.ndarray, rng: np.random.Gen
 
 def dataset(cfg: PretrainConfig, work: Path) -> dict[str, np.ndarray]:
     """Renders, labels and captions, cached in work_dir (rendering 60k images takes a minute or two)."""
-    path = work / f"dataset-{cfg.images}-seed{cfg.seed}.npz"
+    path = work / f"dataset-{cfg.images}-seed{cfg.seed}-subject_only{cfg.subject_only_p}.npz"
     if path.exists():
         return dict(np.load(path))
     images, subject_ids, action_ids = random_dataset(cfg.images, cfg.seed)
