@@ -5,10 +5,11 @@ class UserError(ValueError):
     """Bad input from the user (config value, path, manifest, image): says what and where, and what is valid."""
 
 
-def check_choice(key: str, value, choices) -> None:
-    """Fail with one message naming the valid choices when `value` is not among them."""
+def check_choice(key: str, value, choices, hint: str | None = None) -> None:
+    """Fail with one message naming the valid choices (then `hint`, if any) when `value` is not among them."""
     if value not in choices:
-        raise UserError(f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+        message = f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}"
+        raise UserError(f"{message}\n{hint}" if hint else message)
 
 
 def check_positive(group: str, **values) -> None:

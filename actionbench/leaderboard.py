@@ -3,9 +3,9 @@
     python -m actionbench.leaderboard [results_dir=results] [bootstrap=1000]
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, with bootstrap 95%
-intervals over images; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv and
-LEADERBOARD.md into results_dir. Records of different benchmark or model never share a row; a malformed
-or partial record is reported and skipped.
+intervals over images; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
+LEADERBOARD.md, plots/ and report.html into results_dir. Records of different benchmark or model never
+share a row; a malformed, partial or duplicate record is reported and skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from actionbench.records import RECORD_FILE
 from eval.aggregate import SIMILARITIES
 
 KEYS = ["benchmark", "model", "method"]
-FIGURES = {"action": "action_correct", "subject": "subject_correct"}
 
 
 def read_records(root: Path) -> tuple[pd.DataFrame, list[str]]:

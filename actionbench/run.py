@@ -54,7 +54,7 @@ def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
         return None  # unreadable: the run is redone and the record rewritten
     if record.get("complete") is not True:
         return None
-    earlier = {k: v for k, v in record.get("config", {}).items() if k != "rerun"}
+    earlier = record.get("config", {})
     differ = sorted(k for k in (set(config) | set(earlier)) - {"rerun"} if config.get(k) != earlier.get(k))
     if differ:
         raise UserError(f"{path} is the complete record of a different config (differs in: {', '.join(differ)}); "

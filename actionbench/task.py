@@ -124,10 +124,7 @@ def load_task(
         raise UserError(f"{manifest_path}: not valid YAML ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("actions"), dict) or not data["actions"]:
         raise UserError(f"{manifest_path}: needs an 'actions' mapping of action name -> description, exemplars")
-    try:
-        check_choice("action", action, list(data["actions"]))
-    except UserError as err:
-        raise UserError(f"{err}\n{unknown_action_hint}" if unknown_action_hint else str(err)) from None
+    check_choice("action", action, list(data["actions"]), unknown_action_hint)
     actions = tuple(_action(n, e, root_path, manifest_path) for n, e in data["actions"].items())
     chosen = next(a for a in actions if a.name == action)
     _check_images(chosen)

@@ -3,6 +3,7 @@ action heatmap, and per-action image grids (methods as rows, subjects as columns
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,15 +14,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
+from actionbench.files import write_atomic  # noqa: E402
+
 FIGURES = ("Action", "Subject", "Total")
 
 
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-    tmp.replace(path)
+    write_atomic(path, buffer.getvalue())
     return path
 
 
@@ -87,8 +89,7 @@ def image_grid(cells: pd.DataFrame, path: Path, cell: int = 64) -> Path:
             if (method, subject) in lookup and Path(lookup[method, subject]).is_file():  # a missing image stays blank
                 with Image.open(lookup[method, subject]) as image:
                     canvas.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (label_w + j * cell, label_h + i * cell))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    canvas.save(tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
     return path

@@ -36,6 +36,11 @@ def test_unknown_action_names_the_valid_ones(mini_root):
         load_task(name="b", root=str(mini_root), action="moonwalk")
 
 
+def test_unknown_action_hint_follows_the_valid_ones(mini_root):
+    with pytest.raises(UserError, match=r"choose one of: .*salute.*\nset ACTIONBENCH_ROOT"):
+        load_task(name="mini", root=str(mini_root), action="moonwalk", unknown_action_hint="set ACTIONBENCH_ROOT")
+
+
 def test_missing_root_and_missing_manifest(tmp_path):
     with pytest.raises(UserError, match="ACTIONBENCH_ROOT"):
         load_task(name="b", root=None, action="salute")

@@ -15,6 +15,7 @@ interruption and it continues from the last checkpoint in `work_dir`. Then run
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -29,8 +30,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from actionbench.files import write_atomic
 from actionbench.world import WORLD
 from actionbench.world.render import ACTIONS, SUBJECTS, random_dataset
+from methods.mechanics.tokens import token_ids
 
 MODEL = WORLD / "model"  # committed: the trained pipeline folder with its config, card, loss curve and samples
 
@@ -125,9 +128,9 @@ def dataset(cfg: PretrainConfig, work: Path) -> dict[str, np.ndarray]:
     images, subject_ids, action_ids = random_dataset(cfg.images, cfg.seed)
     texts = captions(subject_ids, action_ids, np.random.default_rng([cfg.seed, 1]), cfg.subject_only_p)
     data = {"images": images, "subjects": subject_ids, "actions": action_ids, "captions": np.array(texts)}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **data)
+    write_atomic(path, buffer.getvalue())
     return data
 
 
@@ -158,9 +161,9 @@ class Checkpoint:
         return state
 
     def save(self, **state) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"config": self.cfg, **state}, tmp)
-        tmp.replace(self.path)
+        buffer = io.BytesIO()
+        torch.save({"config": self.cfg, **state}, buffer)
+        write_atomic(self.path, buffer.getvalue())
 
 
 def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> list[float]:
@@ -230,7 +233,7 @@ def encode(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tensor,
     return torch.cat(means), torch.cat(stds)
 
 
-def train_unet(unet, text_encoder, scheduler, means, stds, token_ids, cfg: PretrainConfig, work: Path,
+def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: PretrainConfig, work: Path,
                device: torch.device, scaling_factor: float, empty_ids: torch.Tensor):
     """v-prediction on sampled latents, jointly with the text encoder; EMA weights are what ships."""
     checkpoint = Checkpoint(work, "unet", cfg)
@@ -262,7 +265,7 @@ def train_unet(unet, text_encoder, scheduler, means, stds, token_ids, cfg: Pretr
         index = torch.randint(len(means), (cfg.batch_size,), generator=generator)
         noise_latent = torch.randn(means[index].shape, generator=generator)
         latents = ((means[index] + stds[index] * noise_latent) * scaling_factor).to(device)
-        ids = token_ids[index].clone()
+        ids = caption_ids[index].clone()
         ids[torch.rand(cfg.batch_size, generator=generator) < cfg.caption_dropout] = empty_ids
         noise = torch.randn(latents.shape, generator=generator).to(device)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
@@ -353,10 +356,9 @@ def main(argv: list[str]) -> None:
     means, stds = encode(vae, data["images"], device)
     scaling_factor = float(1 / means.std())
     vae.register_to_config(scaling_factor=scaling_factor)
-    token_ids = tokenizer(list(data["captions"]), padding="max_length", max_length=77, truncation=True,
-                          return_tensors="pt").input_ids
-    empty_ids = tokenizer("", padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
-    unet_losses, unet_seconds = train_unet(unet, text_encoder, scheduler, means, stds, token_ids, cfg, work, device,
+    caption_ids = token_ids(tokenizer, list(data["captions"]), "cpu")
+    empty_ids = token_ids(tokenizer, [""], "cpu")[0]  # the dropped caption, for classifier-free guidance
+    unet_losses, unet_seconds = train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg, work, device,
                              scaling_factor, empty_ids)
     minutes = (time.perf_counter() - started) / 60
     print(f"VAE {vae_seconds / 60:.1f} min, UNet {unet_seconds / 60:.1f} min (over all resumed runs)")

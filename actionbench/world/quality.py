@@ -9,6 +9,7 @@ unprompted. Writes quality.json, samples.png and README.md (the card) into the m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from actionbench.files import write_atomic
+from actionbench.generate import initial_latents
 from actionbench.world.judges import Judge, to_pixels
 from actionbench.world.pretrain import MODEL
 from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS
+from methods.base import ActionMethod
 
 
 @dataclass
@@ -39,17 +42,15 @@ class QualityConfig:
     measure: bool = True  # false: rewrite the card from the folder's quality.json without generating
 
 
-def generate(pipe, prompts: list[str], cfg: QualityConfig, guidance: float, offset: int) -> np.ndarray:
-    """uint8 images; prompt i's noise depends only on (seed, offset + i), the same at every guidance."""
+def generate(model, prompts: list[str], cfg: QualityConfig, offset: int) -> np.ndarray:
+    """uint8 images through the pipeline call every run makes; prompt i's noise depends only on
+    (seed, offset + i), the same at every guidance."""
     images = []
-    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc=f"guidance {guidance}", leave=False):
+    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc=f"guidance {model.guidance_scale}", leave=False):
         chunk = prompts[start : start + cfg.batch_size]
-        generators = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + offset + start + i) for i in range(len(chunk))]
-        latents = torch.stack([torch.randn((pipe.unet.config.in_channels, 8, 8), generator=g) for g in generators])
-        out = pipe(chunk, num_inference_steps=cfg.inference_steps, guidance_scale=guidance, height=32, width=32,
-                   latents=latents.to(pipe.device), output_type="np").images
-        images.append((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
-    return np.concatenate(images)
+        latents = initial_latents(model, [cfg.seed * 1_000_003 + offset + start + i for i in range(len(chunk))])
+        images += [np.asarray(image) for image in ActionMethod().pipeline_call(model, latents, prompt=chunk)]
+    return np.stack(images)
 
 
 def judged(images: np.ndarray, judges: dict[str, Judge], min_confidence: float) -> dict[str, np.ndarray]:
@@ -61,21 +62,21 @@ def judged(images: np.ndarray, judges: dict[str, Judge], min_confidence: float) 
     return result
 
 
-def measure(pipe, cfg: QualityConfig, guidance: float, judges) -> tuple[dict, np.ndarray, np.ndarray]:
+def measure(model, cfg: QualityConfig, judges) -> tuple[dict, np.ndarray, np.ndarray]:
     subject_index = {s.name: i for i, s in enumerate(SUBJECTS)}
     action_index = {a.name: i for i, a in enumerate(ACTIONS)}
     pairs = [(s, a) for s in EVAL_SUBJECTS for a in KNOWN_ACTIONS for _ in range(cfg.samples)]
-    named = generate(pipe, [f"{s.prompt} {a.phrase}" for s, a in pairs], cfg, guidance, 0)
+    named = generate(model, [f"{s.prompt} {a.phrase}" for s, a in pairs], cfg, 0)
     verdict = judged(named, judges, cfg.min_confidence)
     action_ok = verdict["action"] == np.array([action_index[a.name] for _, a in pairs])
     subject_ok = verdict["subject"] == np.array([subject_index[s.name] for s, _ in pairs])
     alone = [s for s in EVAL_SUBJECTS for _ in range(4 * cfg.samples)]
-    unnamed = generate(pipe, [s.prompt for s in alone], cfg, guidance, 1_000_000)
+    unnamed = generate(model, [s.prompt for s in alone], cfg, 1_000_000)
     verdict_alone = judged(unnamed, judges, cfg.min_confidence)
     alone_ok = verdict_alone["subject"] == np.array([subject_index[s.name] for s in alone])
     appears = {a.name: round(100 * float(np.mean(verdict_alone["action"] == action_index[a.name])), 1) for a in ACTIONS}
     figures = {
-        "guidance": guidance,
+        "guidance": model.guidance_scale,
         "named": {"images": len(pairs), "action": round(100 * action_ok.mean(), 1),
                   "subject": round(100 * subject_ok.mean(), 1), "both": round(100 * (action_ok & subject_ok).mean(), 1),
                   "both_by_action": {a.name: round(100 * float(np.mean((action_ok & subject_ok)[[p[1] == a for p in pairs]])), 1)
@@ -177,7 +178,7 @@ def main(argv: list[str]) -> None:
         judges = {kind: Judge.load(kind) for kind in ("action", "subject")}
         results, images = [], {}
         for guidance in cfg.guidance:
-            figures, named, unnamed = measure(model.pipe, cfg, guidance, judges)
+            figures, named, unnamed = measure(dataclasses.replace(model, guidance_scale=guidance), cfg, judges)
             figures.update(inference_steps=cfg.inference_steps, min_confidence=cfg.min_confidence)
             results.append(figures)
             images[guidance] = (named, unnamed)

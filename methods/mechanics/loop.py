@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
+
+from actionbench.files import write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -39,11 +42,10 @@ class Resume:
         return state["step"]
 
     def save(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        buffer = io.BytesIO()
         torch.save({"step": step, "params": [p.detach().cpu() for p in _params(optimizer)],
-                    "optimizer": optimizer.state_dict(), "generators": [g.get_state() for g in self.generators]}, tmp)
-        tmp.replace(self.path)
+                    "optimizer": optimizer.state_dict(), "generators": [g.get_state() for g in self.generators]}, buffer)
+        write_atomic(self.path, buffer.getvalue())
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
