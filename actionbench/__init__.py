@@ -8,3 +8,13 @@ __version__ = "0.1.0"
 
 # `${world:weights/x}` in conf/ names a file shipped inside the package's offline world, wherever it is installed.
 OmegaConf.register_new_resolver("world", lambda name: str(Path(__file__).parent / "world" / name), replace=True)
+
+
+def _world_known_actions() -> list[str]:
+    """The phrases of the actions the world's base model was trained on (its action vocabulary)."""
+    from actionbench.world.render import ACTIONS
+
+    return [action.phrase for action in ACTIONS if action.known]
+
+
+OmegaConf.register_new_resolver("world_known_actions", _world_known_actions, replace=True)

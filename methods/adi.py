@@ -34,7 +34,7 @@ from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.prior import generate_to_files, model_cache
-from methods.mechanics.tokens import add_tokens, token_ids
+from methods.mechanics.tokens import EmbeddingOverride, add_tokens, token_ids
 from methods.pplus import PPlus
 from methods.textual_inversion import TextualInversion
 
@@ -60,40 +60,16 @@ def adi_mask(g_anchor, g_context, g_action, beta: float, rule: str = "intersecti
     return scores.to(g_anchor.device).argsort(-1).argsort(-1) < kept
 
 
-class SampleEmbeddings:
-    """Give every sample of a batch its own copy of the identifier embeddings, so that one backward pass
-    yields per-sample gradients: a hook on the embedding table's output puts row r's copy at the
-    identifier's positions."""
-
-    def __init__(self, text_encoder, token_ids: list[int]):
-        self.table = text_encoder.get_input_embeddings()
-        self.token_ids = torch.tensor(token_ids, device=self.table.weight.device)
-        self.copies = None
-        self.handle = self.table.register_forward_hook(self._substitute)
-
-    def _substitute(self, module, inputs, output):
-        if self.copies is None:
-            return output
-        ids = inputs[0]
-        layers = len(self.token_ids)
-        row_token = self.token_ids.repeat(ids.shape[0] // layers)  # row r = sample r // layers, layer r % layers
-        rows = self.copies.reshape(-1, self.copies.shape[-1])  # (samples x layers, width)
-        where = (ids == row_token[:, None])[..., None]
-        return torch.where(where, rows[:, None, :].to(output.dtype), output)
-
-    def gradients(self, embeddings: torch.Tensor, samples: int, loss_of) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each sample's gradient of its own loss, (samples, layers, width), from one backward pass; and the
-        per-sample losses. `loss_of()` returns the per-sample losses of one batched forward pass."""
-        self.copies = embeddings.detach()[None].repeat(samples, 1, 1).requires_grad_(True)
-        try:
-            losses = loss_of()
-            losses.sum().backward()
-            return self.copies.grad, losses.detach()
-        finally:
-            self.copies = None
-
-    def remove(self) -> None:
-        self.handle.remove()
+def per_sample_gradients(override: EmbeddingOverride, embeddings: torch.Tensor, samples: int, loss_of):
+    """Each sample's gradient of its own loss w.r.t. its own copy of the (layers, width) identifier embeddings,
+    (samples, layers, width), from one backward pass; and the per-sample losses. `loss_of()` returns the
+    per-sample losses of one batched forward pass whose prompt rows are sample-major, one row per layer."""
+    layers = embeddings.shape[0]
+    copies = embeddings.detach()[None].repeat(samples, 1, 1).requires_grad_(True)
+    with override(copies.repeat_interleave(layers, dim=0)):  # row r: sample r // layers, layer r % layers
+        losses = loss_of()
+    losses.sum().backward()
+    return copies.grad, losses.detach()
 
 
 class ADI(PPlus):
@@ -187,7 +163,7 @@ class ADI(PPlus):
         optimizer = torch.optim.AdamW([identifiers], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)
-        samples = SampleEmbeddings(text_encoder, new_ids)
+        override = EmbeddingOverride(text_encoder, new_ids)
         n, b = len(exemplars), self.batch_size
         kept = {}
 
@@ -206,7 +182,7 @@ class ADI(PPlus):
                 hidden = self.encode(text_encoder, ids, new_ids)
                 return noise_prediction_loss(pipe.unet, scheduler, batch, hidden, generator, reduction="none", repeats=3)
 
-            grads, losses = samples.gradients(identifiers, 3 * b, losses)
+            grads, losses = per_sample_gradients(override, identifiers, 3 * b, losses)
             grads = grads.view(3, b, *identifiers.shape)
             mask = adi_mask(grads[0], grads[1], grads[2], self.beta, self.merge, sampler if self.merge == "random" else None)
             identifiers.grad = (mask * grads[0]).mean(0)  # the batch mean of the masked anchor gradients
@@ -222,7 +198,7 @@ class ADI(PPlus):
             optimise(optimizer, masked_gradient, self.max_train_steps, "ADI", after_step=untouched_where_masked,
                      log_every=self.log_every, sets_gradients=True, resume=Resume(artifact_dir, (generator, sampler)))
         finally:
-            samples.remove()
+            override.remove()
         with torch.no_grad():
             table[new_ids] = identifiers.detach()
         text_encoder.to(model_dtype)

@@ -18,16 +18,15 @@ from actionbench.errors import UserError
 from methods.mechanics.layerwise import (
     cross_attention_layers,
     encode_per_layer,
-    layer_tokens,
     route_per_layer,
 )
-from methods.mechanics.tokens import token_ids
+from methods.mechanics.tokens import token_ids, vector_tokens
 from methods.textual_inversion import EMBEDS_FILE, TextualInversion
 
 
 class PPlus(TextualInversion):
     def tokens(self, model, task) -> list[str]:
-        return layer_tokens(self.token(task), len(cross_attention_layers(model.pipe.unet)))
+        return vector_tokens(self.token(task), len(cross_attention_layers(model.pipe.unet)))
 
     def encode(self, text_encoder, input_ids, token_ids):
         return encode_per_layer(text_encoder, input_ids, token_ids)

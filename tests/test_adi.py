@@ -5,10 +5,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from methods.adi import ADI, SampleEmbeddings, adi_mask
-from methods.mechanics.layerwise import encode_per_layer, layer_tokens
+from methods.adi import ADI, adi_mask, per_sample_gradients
+from methods.mechanics.layerwise import encode_per_layer
 from methods.mechanics.loss import noise_prediction_loss
-from methods.mechanics.tokens import add_tokens
+from methods.mechanics.tokens import EmbeddingOverride, add_tokens, vector_tokens
 
 ANCHOR = torch.zeros(2, 4)
 CONTEXT = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])  # |Δg^c̄|
@@ -34,13 +34,13 @@ def test_random_mask_keeps_as_many_channels_as_the_intersection():
 def test_per_sample_gradients_equal_separate_backward_passes(tiny_model):
     pipe = tiny_model.pipe
     text_encoder, unet = pipe.text_encoder, pipe.unet
-    token_ids = add_tokens(pipe.tokenizer, text_encoder, layer_tokens("<x>", 2), "action", [])
+    token_ids = add_tokens(pipe.tokenizer, text_encoder, vector_tokens("<x>", 2), "action", [])
     identifiers = text_encoder.get_input_embeddings().weight.detach()[token_ids].clone()
     ids = pipe.tokenizer(["a dog <x>", "a red cat <x>", "a man <x> at night"], padding="max_length", max_length=77,
                          return_tensors="pt").input_ids
     latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    samples = SampleEmbeddings(text_encoder, token_ids)
+    override = EmbeddingOverride(text_encoder, token_ids)
 
     def losses(rows):  # one triple: the samples share noise and timestep
         hidden = encode_per_layer(text_encoder, ids[rows], token_ids)[:, :77]  # layer 0's prompt feeds the UNet...
@@ -48,12 +48,12 @@ def test_per_sample_gradients_equal_separate_backward_passes(tiny_model):
         return noise_prediction_loss(unet, scheduler, latents[rows], hidden, torch.Generator().manual_seed(5),
                                      reduction="none", repeats=len(rows))
 
-    batched, _ = samples.gradients(identifiers, 3, lambda: losses([0, 1, 2]))
+    batched, _ = per_sample_gradients(override, identifiers, 3, lambda: losses([0, 1, 2]))
     for s in range(3):
-        alone, _ = samples.gradients(identifiers, 1, lambda: losses([s]))
+        alone, _ = per_sample_gradients(override, identifiers, 1, lambda: losses([s]))
         assert torch.allclose(batched[s], alone[0], atol=1e-6, rtol=1e-4), f"sample {s}"
     assert not torch.allclose(batched[0], batched[1])
-    samples.remove()
+    override.remove()
 
 
 def test_training_moves_only_kept_channels_and_only_the_identifier_rows(tiny_model, mini_task, tmp_path):

@@ -1,4 +1,4 @@
-"""The world's own CLIP: an open_clip model (config `eval/clip_configs/ActionBench-World-CLIP.json`, loaded
+"""The world's own CLIP: an open_clip model (config `actionbench/clip_configs/ActionBench-World-CLIP.json`, loaded
 through open_clip's model-config mechanism) trained contrastively on renders and their captions, so the
 open_clip scorers run in the world with real, non-random weights.
 

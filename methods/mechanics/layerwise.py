@@ -40,10 +40,6 @@ def route_per_layer(unet, length: int) -> int:
     return len(layers)
 
 
-def layer_tokens(token: str, layers: int) -> list[str]:
-    return [token] + [f"{token}_{i}" for i in range(1, layers)]
-
-
 def per_layer_ids(input_ids: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
     """(batch, 77) ids holding token_ids[0] -> (batch, layers, 77): layer i's copy holds token_ids[i] instead."""
     stacked = input_ids[:, None, :].repeat(1, len(token_ids), 1)

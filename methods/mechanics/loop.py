@@ -23,10 +23,11 @@ class Resume:
     folder: Path
     generators: tuple[torch.Generator, ...]
     every: int = 200
+    name: str = CHECKPOINT_FILE  # methods that train in stages keep one checkpoint per stage
 
     @property
     def path(self) -> Path:
-        return Path(self.folder) / CHECKPOINT_FILE
+        return Path(self.folder) / self.name
 
     def load(self, optimizer: torch.optim.Optimizer) -> int:
         """Restore the saved state, if any; the step to continue from."""
@@ -64,17 +65,21 @@ def optimise(
     max_grad_norm: float | None = None,
     sets_gradients: bool = False,
     resume: Resume | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> None:
     """`steps` optimiser steps, each over `accumulation` calls of `compute_loss` (mean of their gradients).
 
     The loss is read back from the device only every `log_every` steps, for the progress bar. With
     `max_grad_norm`, gradients of `clip_params` are clipped to that norm before each step. With
     `sets_gradients`, `compute_loss` writes the gradients itself (ADI's masked update) and returns the loss
-    for display only. With `resume`, a killed run continues from its last checkpoint.
+    for display only. With `resume`, a killed run continues from its last checkpoint. `before_step(step)`
+    is told each step's index first (schedules that switch on part-way, such as TwinAct's similarity loss).
     """
     start = resume.load(optimizer) if resume else 0
     bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
     for step in bar:
+        if before_step is not None:
+            before_step(step)
         for _ in range(accumulation):
             loss = compute_loss()
             if not sets_gradients:

@@ -6,13 +6,12 @@ import torch
 import torch.nn.functional as F
 
 
-def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean",
-                          repeats: int = 1):
-    """MSE between the UNet's prediction and its target (noise, or velocity for v-prediction models).
+def denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats: int = 1):
+    """Noise the latents at random timesteps and predict: (prediction, target, noisy latents, timesteps).
 
-    Noise and timesteps come from `generator`, so a seeded run is reproducible. With `repeats` = r, the batch
-    is r blocks whose k-th samples share noise and timestep (ADI compares gradients of samples that differ
-    only in the image). `reduction="none"` gives one loss per sample.
+    The target is the noise, or the velocity for v-prediction models. Noise and timesteps come from
+    `generator`, so a seeded run is reproducible. With `repeats` = r, the batch is r blocks whose k-th samples
+    share noise and timestep (ADI compares gradients of samples that differ only in the image).
     """
     draws = latents.shape[0] // repeats
     noise = torch.randn((draws, *latents.shape[1:]), generator=generator, device=generator.device).to(latents)
@@ -30,7 +29,24 @@ def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, gener
         raise ValueError(f"unsupported prediction_type {prediction_type!r}")
     unet_dtype = next(unet.parameters()).dtype
     prediction = unet(noisy.to(unet_dtype), timesteps, encoder_hidden_states.to(unet_dtype)).sample
-    loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return prediction.float(), target.float(), noisy, timesteps
+
+
+def predicted_clean_latents(scheduler, noisy, prediction, timesteps):
+    """x̂0, the clean latents the prediction implies at these timesteps (epsilon or v-prediction)."""
+    alpha = scheduler.alphas_cumprod.to(noisy.device)[timesteps].sqrt().view(-1, 1, 1, 1)
+    sigma = (1 - scheduler.alphas_cumprod.to(noisy.device)[timesteps]).sqrt().view(-1, 1, 1, 1)
+    if scheduler.config.prediction_type == "v_prediction":
+        return alpha * noisy - sigma * prediction
+    return (noisy - sigma * prediction) / alpha
+
+
+def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean",
+                          repeats: int = 1):
+    """MSE between the UNet's prediction and its target (see `denoising_prediction`); `reduction="none"`
+    gives one loss per sample."""
+    prediction, target, _, _ = denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats)
+    loss = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
     return loss.mean() if reduction == "mean" else loss
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from actionbench.errors import UserError
@@ -20,6 +22,12 @@ def single_token_id(tokenizer, word: str, key: str) -> int:
         pieces = tokenizer.convert_ids_to_tokens(ids)
         raise UserError(f"{key}={word!r} is split by the tokenizer into {len(ids)} tokens {pieces}; give a single-token word")
     return ids[0]
+
+
+def vector_tokens(token: str, count: int) -> list[str]:
+    """diffusers' multi-vector naming: `<id>`, `<id>_1`, ...; `load_textual_inversion` restores a (count, width)
+    embedding under these names and pipelines expand `<id>` in prompts into all of them."""
+    return [token] + [f"{token}_{i}" for i in range(1, count)]
 
 
 def add_tokens(tokenizer, text_encoder, tokens: list[str], initializer: str, texts: list[str]) -> list[int]:
@@ -65,3 +73,37 @@ class TrainableRows:
 
     def done(self) -> None:
         self.weight.requires_grad_(False)
+
+
+class EmbeddingOverride:
+    """Give each prompt row its own vectors for the new tokens, without touching the embedding table.
+
+    Inside `with override(vectors)`, vectors of shape (rows, len(token_ids), width), the table's output at
+    the positions of token_ids[j] in prompt row r is vectors[r, j], so gradients reach `vectors` per row:
+    per-sample gradients from one backward pass (ADI), or tokens computed per exemplar (TwinAct).
+    """
+
+    def __init__(self, text_encoder, token_ids: list[int]):
+        self.table = text_encoder.get_input_embeddings()
+        self.token_ids = list(token_ids)
+        self.vectors = None
+        self.handle = self.table.register_forward_hook(self._substitute)
+
+    def _substitute(self, module, inputs, output):
+        if self.vectors is None:
+            return output
+        ids = inputs[0]
+        for j, token in enumerate(self.token_ids):
+            output = torch.where((ids == token)[..., None], self.vectors[:, j, None, :].to(output.dtype), output)
+        return output
+
+    @contextmanager
+    def __call__(self, vectors: torch.Tensor):
+        self.vectors = vectors
+        try:
+            yield
+        finally:
+            self.vectors = None
+
+    def remove(self) -> None:
+        self.handle.remove()

@@ -1,0 +1,305 @@
+"""TwinAct (Lin et al., NeurIPS 2024): the action's tokens can only be points of a *common action space*,
+imitated from the exemplars, then a LoRA generation stage with an action-similarity loss (METHODS.md).
+
+1. Common action space (cached per model): the shipped phrase list (`methods/data/action_phrases.txt`, plus
+   `extra_phrases`), filtered to the phrases the base model can draw; each phrase's token embeddings from
+   the model's own embedding table, pooled into `num_tokens` groups; PCA per token position gives a mean
+   and `num_bases` orthonormal bases.
+2. Imitation (stage 1): a frozen image encoder (`action_encoder`, an open_clip model) gives features of
+   each exemplar; one MLP per token maps them to coefficients over that token's bases; the token is
+   mean + coefficients @ bases, so it lies in the action space by construction. Only the MLPs train.
+3. Generation (stage 2): LoRA on the UNet (rank 8) and the MLPs train with the noise-prediction loss plus
+   `similarity_weight` x (1 - cosine) between the encoder's features of the decoded predicted clean image
+   x̂0 and of the exemplar, switched on after `similarity_start` of the stage, for samples with timestep
+   above `similarity_min_timestep` x T. (The reference decodes the raw noise prediction; we decode x̂0.)
+
+Choices where the paper is silent [ours]: how a phrase becomes `num_tokens` vectors (contiguous slices of
+its tokens, averaged); the drawability criterion (below); tokens = mean + c @ bases (the reference adds
+c @ bases to the initial word's embedding, which keeps that word's off-space part); the tokens generated
+with are the mean of the exemplars' coefficients.
+
+Artifact: `learned_embeds.safetensors` (the tokens; `pipe.load_textual_inversion`), the LoRA in diffusers'
+format (`pipe.load_lora_weights`), and `imitation.safetensors` (MLPs, per-exemplar coefficients, and the
+action space's digest and sizes in its metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image
+from safetensors.torch import load_file, save, save_file
+
+from actionbench.clip import OpenClip
+from actionbench.errors import UserError, check_choice, check_positive, check_probability
+from actionbench.files import write_atomic, write_json
+from methods.base import ActionMethod
+from methods.mechanics.latents import ExemplarLatents, image_tensor
+from methods.mechanics.loop import Resume, optimise
+from methods.mechanics.lora import add_unet_lora, save_unet_lora
+from methods.mechanics.loss import denoising_prediction, predicted_clean_latents
+from methods.mechanics.prior import generate_to_files, model_cache
+from methods.mechanics.tokens import EmbeddingOverride, add_tokens, single_token_id, token_ids, vector_tokens
+from methods.textual_inversion import EMBEDS_FILE
+
+PHRASES_FILE = Path(__file__).parent / "data" / "action_phrases.txt"
+IMITATION_FILE = "imitation.safetensors"
+PHRASE_FILTERS = ("drawable", "none")  # none: keep every phrase (random-weight smoke-test models draw nothing)
+
+
+def read_phrases(path: str | Path) -> list[str]:
+    """One phrase per line; blank lines and lines starting with '#' are skipped; duplicates dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"method.phrases={str(path)!r}: no such file (one action phrase per line)")
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+
+
+def action_embedding_groups(tokenizer, table: torch.Tensor, phrases: list[str], num_tokens: int) -> torch.Tensor:
+    """(phrases, num_tokens, width): each phrase's token embeddings cut into `num_tokens` contiguous slices,
+    each slice averaged, so every word counts and every phrase gives the same shape (a phrase of fewer
+    tokens repeats them)."""
+    groups = []
+    for phrase in phrases:
+        ids = torch.tensor(tokenizer.encode(phrase, add_special_tokens=False), device=table.device)
+        n = len(ids)
+        slices = [(j * n // num_tokens, max(j * n // num_tokens + 1, (j + 1) * n // num_tokens)) for j in range(num_tokens)]
+        groups.append(torch.stack([table[ids[a:b]].mean(0) for a, b in slices]))
+    return torch.stack(groups).float()
+
+
+def principal_bases(groups: torch.Tensor, num_bases: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA per token position: mean (tokens, width) and orthonormal bases (tokens, r, width), r = num_bases
+    capped by the data's rank (phrases - 1) and the width."""
+    phrases, tokens, width = groups.shape
+    rank = min(num_bases, phrases - 1, width)
+    if rank < 1:
+        raise UserError(f"the action space needs at least 2 phrases; {phrases} passed the filter")
+    mean = groups.mean(0)
+    bases = torch.stack([torch.linalg.svd(groups[:, j] - mean[j], full_matrices=False)[2][:rank] for j in range(tokens)])
+    return mean, bases
+
+
+class ImitationMLP(torch.nn.Module):
+    """Exemplar features -> coefficients over each token's bases (one MLP per token, as the reference).
+    The last layers start at zero, so training starts from the initial word's point of the space."""
+
+    def __init__(self, features: int, hidden: int, tokens: int, bases: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, bases))
+            for _ in range(tokens))
+        for head in self.heads:
+            torch.nn.init.zeros_(head[-1].weight)
+            torch.nn.init.zeros_(head[-1].bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(features) for head in self.heads], dim=1)  # (batch, tokens, bases)
+
+
+class TwinAct(ActionMethod):
+    def __init__(
+        self,
+        placeholder_token: str | None = None,
+        num_tokens: int = 3,
+        initializer_token: str = "action",
+        phrases: str | None = None,
+        extra_phrases: list[str] = (),
+        phrase_filter: str = "drawable",
+        filter_prompt: str = "a photo of a person {phrase}",
+        filter_margin: float = 0.0,
+        filter_samples: int = 1,
+        num_bases: int = 512,
+        action_encoder: dict | None = None,
+        mlp_hidden: int = 640,
+        imitation_steps: int = 250,
+        max_train_steps: int = 750,
+        learning_rate: float = 2e-4,
+        train_batch_size: int = 4,
+        gradient_accumulation_steps: int = 2,
+        rank: int = 8,
+        similarity_weight: float = 0.15,
+        similarity_start: float = 0.4,
+        similarity_min_timestep: float = 0.8,
+        flip_p: float = 0.0,
+        cache_dir: str = "results/cache",
+        log_every: int = 10,
+    ):
+        check_positive("method", num_tokens=num_tokens, filter_samples=filter_samples, num_bases=num_bases,
+                       mlp_hidden=mlp_hidden, imitation_steps=imitation_steps, max_train_steps=max_train_steps,
+                       learning_rate=learning_rate, train_batch_size=train_batch_size, rank=rank,
+                       gradient_accumulation_steps=gradient_accumulation_steps, log_every=log_every)
+        check_probability("method", similarity_start=similarity_start, similarity_min_timestep=similarity_min_timestep,
+                          flip_p=flip_p)
+        if similarity_weight < 0:
+            raise UserError(f"method.similarity_weight={similarity_weight!r} must be >= 0 (0 switches the loss off)")
+        check_choice("method.phrase_filter", phrase_filter, PHRASE_FILTERS)
+        if "{phrase}" not in filter_prompt:
+            raise UserError(f"method.filter_prompt={filter_prompt!r} must contain {{phrase}}")
+        encoder = dict(action_encoder or {"model_name": "ViT-H-14", "pretrained": "laion2b_s32b_b79k"})
+        self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key="method.action_encoder")
+        self.placeholder_token, self.num_tokens, self.initializer_token = placeholder_token, num_tokens, initializer_token
+        self.phrases = read_phrases(phrases or PHRASES_FILE) + [p for p in extra_phrases if p]
+        self.filter = dict(kind=phrase_filter, prompt=filter_prompt, margin=filter_margin, samples=filter_samples)
+        self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
+        self.imitation_steps, self.max_train_steps = imitation_steps, max_train_steps
+        self.learning_rate, self.batch_size, self.accumulation = learning_rate, train_batch_size, gradient_accumulation_steps
+        self.rank, self.flip_p, self.cache_dir, self.log_every = rank, flip_p, cache_dir, log_every
+        self.similarity = dict(weight=similarity_weight, start=similarity_start, min_timestep=similarity_min_timestep)
+
+    def token(self, task) -> str:
+        return self.placeholder_token or f"<{task.action.name}>"
+
+    def action_text(self, task) -> str:
+        return self.token(task)  # the pipeline expands it into its num_tokens vectors (<a1><a2><a3>)
+
+    # --- 1. the common action space -------------------------------------------------------------------
+
+    def _filter_key(self) -> str:
+        described = json.dumps({"phrases": self.phrases, "prompt": self.filter["prompt"], "samples": self.filter["samples"],
+                                "encoder": self.encoder.describe()}, sort_keys=True)
+        return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+    @torch.no_grad()
+    def drawability(self, model) -> dict[str, float]:
+        """Per phrase: how much better the base model's images of `filter_prompt` match their phrase than the
+        bare prompt (phrase left out), by the action encoder's CLIP cosine, averaged over `filter_samples`
+        images. A phrase is kept when this exceeds `filter_margin`. Images and scores are cached per model."""
+        folder = model_cache(self.cache_dir, model, "twinact_phrases") / self._filter_key()
+        scores_file = folder / "drawability.json"
+        if scores_file.is_file():
+            return json.loads(scores_file.read_text())
+        prompts = [self.filter["prompt"].format(phrase=p) for p in self.phrases]
+        jobs = [(folder / f"{i:04d}_{k}.png", prompt, 1000 * k + i)
+                for i, prompt in enumerate(prompts) for k in range(self.filter["samples"])]
+        generate_to_files(model, [job for job in jobs if not job[0].is_file()], "TwinAct phrase filter", batch_size=32)
+        device = model.device
+        images = self.encoder.encode_images([Image.open(path).convert("RGB") for path, _, _ in jobs], device)
+        images = images.view(len(prompts), self.filter["samples"], -1)
+        texts = self.encoder.encode_texts(prompts, device)
+        bare = self.encoder.encode_texts([" ".join(self.filter["prompt"].format(phrase="").split())], device)
+        scores = ((images @ texts[:, :, None]).squeeze(-1) - (images @ bare[0])).mean(1)
+        result = dict(zip(self.phrases, scores.tolist()))
+        write_json(scores_file, result)
+        return result
+
+    def action_space(self, model) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(mean, bases, info) of the model's common action space, computed once per model and settings."""
+        if self.filter["kind"] == "none":
+            kept = self.phrases
+        else:
+            scores = self.drawability(model)
+            kept = [p for p in self.phrases if scores[p] > self.filter["margin"]]
+        pipe = model.pipe
+        key = hashlib.sha256(json.dumps([kept, self.num_tokens, self.num_bases]).encode()).hexdigest()[:16]
+        path = model_cache(self.cache_dir, model, "twinact_space") / f"{key}.safetensors"
+        if not path.is_file():
+            table = pipe.text_encoder.get_input_embeddings().weight.detach()
+            mean, bases = principal_bases(action_embedding_groups(pipe.tokenizer, table, kept, self.num_tokens), self.num_bases)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path.with_suffix(".json"), {"phrases": kept, "num_tokens": self.num_tokens})
+            tmp = path.with_suffix(".tmp")
+            save_file({"mean": mean.contiguous(), "bases": bases.contiguous()}, str(tmp))
+            tmp.replace(path)
+        space = load_file(str(path))
+        info = {"space": key, "phrases": len(self.phrases), "kept": len(kept), "bases": space["bases"].shape[1]}
+        return space["mean"].to(model.device), space["bases"].to(model.device), info
+
+    # --- 2 and 3. imitation, then generation with LoRA ------------------------------------------------
+
+    def train(self, model, task, seed: int, artifact_dir: Path) -> None:
+        self.encoder.check()
+        pipe, unet, device = model.pipe, model.pipe.unet, model.device
+        single_token_id(pipe.tokenizer, self.initializer_token, "method.initializer_token")
+        mean, bases, info = self.action_space(model)  # before any new token exists
+        exemplars = task.action.exemplars
+        pixels = torch.stack([image_tensor(e.load(), model.resolution) for e in exemplars]).to(device)
+        with torch.no_grad():
+            features = self.encoder.encode_pixels(pixels, device)  # what the MLP imitates, and the similarity target
+        model_dtype = unet.dtype
+        text_encoder = pipe.text_encoder.to(torch.float32)
+        tokens = vector_tokens(self.token(task), self.num_tokens)
+        texts = [s.prompt for s in task.subjects] + [e.text for e in exemplars]
+        initial = text_encoder.get_input_embeddings().weight[single_token_id(pipe.tokenizer, self.initializer_token, "")]
+        new_ids = add_tokens(pipe.tokenizer, text_encoder, tokens, self.initializer_token, texts)
+        # the initial word's point of each token's space: its projection onto that token's bases
+        start = torch.stack([bases[j] @ (initial.detach().float() - mean[j]) for j in range(self.num_tokens)])
+        mlp = ImitationMLP(features.shape[1], self.mlp_hidden, self.num_tokens, bases.shape[1]).to(device)
+
+        def coefficients(rows: torch.Tensor) -> torch.Tensor:
+            return start + mlp(features[rows])  # (batch, tokens, bases)
+
+        def token_vectors(rows: torch.Tensor) -> torch.Tensor:
+            return mean + torch.einsum("btr,trw->btw", coefficients(rows), bases)
+
+        override = EmbeddingOverride(text_encoder, new_ids)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
+        input_ids = token_ids(pipe.tokenizer, [e.caption(" ".join(tokens)) for e in exemplars], device)
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        generator = torch.Generator(device).manual_seed(seed)
+        sampler = torch.Generator().manual_seed(seed)
+        schedule = {"similarity": 0.0}
+
+        def loss() -> torch.Tensor:
+            index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
+            flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
+            rows = index.to(device)
+            with override(token_vectors(rows)):
+                hidden = text_encoder(input_ids[rows])[0]
+            return self.generation_loss(model, scheduler, latents.sample(index, flipped, generator), hidden,
+                                        features[rows], generator, schedule["similarity"])
+
+        def switch_similarity(step: int) -> None:
+            on = step >= self.similarity["start"] * self.max_train_steps
+            schedule["similarity"] = self.similarity["weight"] if on else 0.0
+
+        try:
+            optimise(torch.optim.AdamW(mlp.parameters(), lr=self.learning_rate), loss, self.imitation_steps,
+                     "TwinAct imitation", self.accumulation, log_every=self.log_every,
+                     resume=Resume(artifact_dir, (generator, sampler), name="imitation.pt"))
+            params = list(mlp.parameters()) + add_unet_lora(unet, self.rank)
+            unet.train()
+            optimise(torch.optim.AdamW(params, lr=self.learning_rate), loss, self.max_train_steps, "TwinAct generation",
+                     self.accumulation, log_every=self.log_every, before_step=switch_similarity,
+                     resume=Resume(artifact_dir, (generator, sampler), name="generation.pt"))
+        finally:
+            override.remove()
+        unet.eval().requires_grad_(False)
+        with torch.no_grad():
+            every = coefficients(torch.arange(len(exemplars), device=device))
+            learned = mean + torch.einsum("tr,trw->tw", every.mean(0), bases)
+            text_encoder.get_input_embeddings().weight[new_ids] = learned
+        text_encoder.to(model_dtype)
+        self.save(model, task, artifact_dir, learned, mlp, every, info)
+
+    def generation_loss(self, model, scheduler, latents, hidden, exemplar_features, generator, similarity_weight: float):
+        """Noise-prediction loss, plus similarity_weight x the mean (1 - cosine) between the action encoder's
+        features of the decoded x̂0 and of the sample's exemplar, over samples with t > min_timestep x T."""
+        prediction, target, noisy, timesteps = denoising_prediction(model.pipe.unet, scheduler, latents, hidden, generator)
+        loss = torch.nn.functional.mse_loss(prediction, target)
+        chosen = timesteps > self.similarity["min_timestep"] * scheduler.config.num_train_timesteps
+        if similarity_weight > 0 and chosen.any():
+            vae = model.pipe.vae
+            clean = predicted_clean_latents(scheduler, noisy[chosen], prediction[chosen], timesteps[chosen])
+            pixels = vae.decode((clean / vae.config.scaling_factor).to(vae.dtype)).sample
+            cosine = (self.encoder.encode_pixels(pixels, model.device) * exemplar_features[chosen]).sum(-1)
+            loss = loss + similarity_weight * (1 - cosine).mean()
+        return loss
+
+    def save(self, model, task, artifact_dir: Path, learned, mlp, coefficients, info: dict) -> None:
+        artifact_dir = Path(artifact_dir)
+        write_atomic(artifact_dir / EMBEDS_FILE, save({self.token(task): learned.float().cpu().contiguous()}))
+        save_unet_lora(model.pipe, artifact_dir)
+        tensors = {f"mlp.{k}": v.detach().float().cpu().contiguous() for k, v in mlp.state_dict().items()}
+        tensors["coefficients"] = coefficients.float().cpu().contiguous()
+        metadata = {"action_space": json.dumps(info), "action_encoder": json.dumps(self.encoder.describe())}
+        write_atomic(artifact_dir / IMITATION_FILE, save(tensors, metadata=metadata))
+
+    def load(self, model, task, artifact_dir: Path) -> None:
+        model.pipe.load_textual_inversion(str(Path(artifact_dir) / EMBEDS_FILE))
+        model.pipe.load_lora_weights(str(artifact_dir))
