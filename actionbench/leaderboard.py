@@ -5,7 +5,9 @@
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, with bootstrap 95%
 intervals over images; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
 LEADERBOARD.md, plots/ and report.html into results_dir. Records of different benchmark or model never
-share a row; a malformed, partial or duplicate record is reported and skipped.
+share a row; a method run with overridden settings (method.beta=0.25) is a row of its own; a malformed,
+partial or duplicate record is reported and skipped. Settings sweeps kept under results_dir/ablations/ stay
+off the main board and get their own: `python -m actionbench.leaderboard results_dir=results/ablations/adi`.
 """
 
 from __future__ import annotations
@@ -23,12 +25,23 @@ from actionbench.records import RECORD_FILE
 from eval.aggregate import SIMILARITIES
 
 KEYS = ["benchmark", "model", "method"]
+ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own boards (results_dir=results/ablations/...)
 
 
-def read_records(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """One row per image of every complete record (with its run's keys); and one message per record skipped."""
+def method_label(record: dict) -> str:
+    """The method's name, with the method settings its run overrode: a sweep over settings (an ablation)
+    gives one row per setting, e.g. `adi (merge=union, beta=0.25)`."""
+    settings = [o.removeprefix("method.") for o in record.get("overrides", []) if o.startswith("method.")]
+    return f"{record['method']} ({', '.join(settings)})" if settings else record["method"]
+
+
+def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS,)) -> tuple[pd.DataFrame, list[str]]:
+    """One row per image of every complete record (with its run's keys); and one message per record skipped.
+    Records inside a folder named in `exclude` (below `root`) are not read."""
     frames, skipped, seen = [], [], {}
     for path in sorted(Path(root).rglob(RECORD_FILE)):
+        if set(path.relative_to(root).parts) & set(exclude):
+            continue
         try:
             record = json.loads(path.read_text())
             if record.get("complete") is not True:
@@ -37,7 +50,7 @@ def read_records(root: Path) -> tuple[pd.DataFrame, list[str]]:
             missing = {"action_correct", "subject_correct"} - set(rows.columns)
             if rows.empty or missing:
                 raise ValueError(f"no per-image verdicts {sorted(missing)}")
-            run = tuple(record[key] for key in (*KEYS, "action", "seed"))
+            run = tuple(method_label(record) if key == "method" else record[key] for key in (*KEYS, "action", "seed"))
             if run in seen:
                 raise ValueError(f"the same run as {seen[run]}")
             for key, value in zip((*KEYS, "action", "seed"), run):

@@ -9,17 +9,18 @@ from PIL import Image
 from actionbench import leaderboard
 
 
-def _record(folder, method, action, verdicts, model="synthetic", clip=None):
+def _record(folder, method, action, verdicts, model="synthetic", clip=None, overrides=()):
     images = [{"file": f"images/{i}.png", "subject": f"s{i}", "sample": 0, "action_correct": a, "subject_correct": s}
               for i, (a, s) in enumerate(verdicts)]
     for row, (ca, cs) in zip(images, clip or []):
         row.update({"clip.action_correct": ca, "clip.subject_correct": cs})
-    path = folder / model / method / action / "record.json"
+    path = folder / model / method / action / "_".join(overrides) / "record.json"
     (path.parent / "images").mkdir(parents=True)
     for i in range(len(images)):
         Image.new("RGB", (32, 32), (40 * i % 255, 90, 160)).save(path.parent / "images" / f"{i}.png")
     path.write_text(json.dumps({"complete": True, "benchmark": "synthetic", "model": model, "method": method,
-                                "action": action, "seed": 0, "images": images}))
+                                "action": action, "seed": 0, "images": images,
+                                "overrides": [f"method={method}", f"action={action}", *overrides]}))
     return path
 
 
@@ -66,3 +67,14 @@ def test_malformed_partial_and_duplicate_records_are_reported_and_skipped(tmp_pa
     for picture in ("plots/synthetic_synthetic_bars.png", "plots/synthetic_synthetic_tradeoff.png",
                     "plots/synthetic_synthetic_heatmap.png", "plots/grids/synthetic_synthetic_kick.png"):
         assert f'src="{picture}"' in page and (tmp_path / picture).is_file()
+
+
+def test_settings_sweeps_are_rows_of_their_own_and_ablations_stay_off_the_main_board(tmp_path):
+    _record(tmp_path, "adi", "kick", [(True, True)])
+    _record(tmp_path, "adi", "kick", [(False, True)], overrides=("method.beta=0.25",))
+    _record(tmp_path / "ablations", "adi", "kick", [(False, False)], overrides=("method.merge=union",))
+    _, board, _, skipped = leaderboard.build(tmp_path, resamples=10)
+    assert not skipped
+    assert dict(zip(board.method, board.Action)) == {"adi": 100.0, "adi (beta=0.25)": 0.0}
+    _, ablation, _, _ = leaderboard.build(tmp_path / "ablations", resamples=10)
+    assert ablation.method.tolist() == ["adi (merge=union)"]
