@@ -12,7 +12,8 @@ from eval.aggregate import aggregate
 SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": ["method.max_train_steps=3"],
          "adi": ["method.max_train_steps=2", "method.action_different_per_anchor=1", "method.context_lora_steps=1"],
          "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],
-         "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"]}
+         "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"],
+         "twinact": ["method.imitation_steps=2", "method.max_train_steps=2"]}
 
 
 @pytest.mark.parametrize("method", list(SHORT))
@@ -37,7 +38,10 @@ def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_ro
     if method == "textual_inversion":
         assert (tmp_path / "artifact" / "learned_embeds.safetensors").is_file()
         assert record["images"][0]["prompt"] == "a man <salute>"
-    if method in ("dreambooth_lora", "custom_diffusion"):
+    if method == "twinact":  # the configured CLIP that trained is on record beside the one that scored
+        assert record["config"]["method"]["action_encoder"]["model_name"] == "ActionBench-Tiny-CLIP"
+        assert record["images"][0]["prompt"] == "a man <salute>"
+    if method in ("dreambooth_lora", "custom_diffusion", "twinact"):
         assert any((tmp_path / "artifact").glob("*.safetensors"))
     assert not list(tmp_path.rglob("*.tmp")), "no temporary files may be left behind"
 
