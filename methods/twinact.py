@@ -35,15 +35,27 @@ from PIL import Image
 from safetensors.torch import load_file, save, save_file
 
 from actionbench.clip import OpenClip
-from actionbench.errors import UserError, check_choice, check_positive, check_probability
+from actionbench.errors import (
+    UserError,
+    check_choice,
+    check_positive,
+    check_probability,
+)
 from actionbench.files import write_atomic, write_json
 from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents, image_tensor
 from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora, save_unet_lora
 from methods.mechanics.loss import denoising_prediction, predicted_clean_latents
+from methods.mechanics.optim import adamw, mixed_precision
 from methods.mechanics.prior import generate_to_files, model_cache
-from methods.mechanics.tokens import EmbeddingOverride, add_tokens, single_token_id, token_ids, vector_tokens
+from methods.mechanics.tokens import (
+    EmbeddingOverride,
+    add_tokens,
+    single_token_id,
+    token_ids,
+    vector_tokens,
+)
 from methods.textual_inversion import EMBEDS_FILE
 
 PHRASES_FILE = Path(__file__).parent / "data" / "action_phrases.txt"
@@ -127,6 +139,7 @@ class TwinAct(ActionMethod):
         similarity_start: float = 0.4,
         similarity_min_timestep: float = 0.8,
         flip_p: float = 0.0,
+        use_8bit_adam: bool = False,
         cache_dir: str = "results/cache",
         log_every: int = 10,
     ):
@@ -150,6 +163,7 @@ class TwinAct(ActionMethod):
         self.imitation_steps, self.max_train_steps = imitation_steps, max_train_steps
         self.learning_rate, self.batch_size, self.accumulation = learning_rate, train_batch_size, gradient_accumulation_steps
         self.rank, self.flip_p, self.cache_dir, self.log_every = rank, flip_p, cache_dir, log_every
+        self.use_8bit_adam = use_8bit_adam
         self.similarity = dict(weight=similarity_weight, start=similarity_start, min_timestep=similarity_min_timestep)
 
     def token(self, task) -> str:
@@ -249,22 +263,23 @@ class TwinAct(ActionMethod):
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
             rows = index.to(device)
-            with override(token_vectors(rows)):
-                hidden = text_encoder(input_ids[rows])[0]
-            return self.generation_loss(model, scheduler, latents.sample(index, flipped, generator), hidden,
-                                        features[rows], generator, schedule["similarity"])
+            with mixed_precision(device, model_dtype):  # frozen weights in their dtype, trained ones in fp32
+                with override(token_vectors(rows)):
+                    hidden = text_encoder(input_ids[rows])[0]
+                return self.generation_loss(model, scheduler, latents.sample(index, flipped, generator), hidden,
+                                            features[rows], generator, schedule["similarity"])
 
         def switch_similarity(step: int) -> None:
             on = step >= self.similarity["start"] * self.max_train_steps
             schedule["similarity"] = self.similarity["weight"] if on else 0.0
 
         try:
-            optimise(torch.optim.AdamW(mlp.parameters(), lr=self.learning_rate), loss, self.imitation_steps,
+            optimise(adamw(mlp.parameters(), self.learning_rate, self.use_8bit_adam), loss, self.imitation_steps,
                      "TwinAct imitation", self.accumulation, log_every=self.log_every,
                      resume=Resume(artifact_dir, (generator, sampler), name="imitation.pt"))
             params = list(mlp.parameters()) + add_unet_lora(unet, self.rank)
             unet.train()
-            optimise(torch.optim.AdamW(params, lr=self.learning_rate), loss, self.max_train_steps, "TwinAct generation",
+            optimise(adamw(params, self.learning_rate, self.use_8bit_adam), loss, self.max_train_steps, "TwinAct generation",
                      self.accumulation, log_every=self.log_every, before_step=switch_similarity,
                      resume=Resume(artifact_dir, (generator, sampler), name="generation.pt"))
         finally:

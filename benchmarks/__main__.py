@@ -1,0 +1,81 @@
+"""The benchmark suite: training steps (ours vs the reference loops), generation and scoring throughput,
+peak memory, and the wall time of a complete world sweep, printed as tables and written as CSV.
+
+    python -m benchmarks            # world model, one process per method (~15 min on 2 CPU cores)
+    python -m benchmarks --quick    # tiny model, a few steps, one process (CI: under 2 min)
+
+Ratios are measured side by side in one run on one machine; the machine is printed with the tables and
+written beside them (`results/benchmarks/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from actionbench.files import write_atomic
+from benchmarks import generation, scoring, sweep, train_step
+
+
+def machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
+    return f"{cpu} ({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny model, 2 steps, in one process")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=None, help="training steps timed per method (default 10; quick 2)")
+    parser.add_argument("--runs", type=Path, default=Path("results/runs/synthetic/synthetic"), help="the world sweep's records")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    args = parser.parse_args()
+    model = "tiny" if args.quick else "world"
+    steps = args.steps or (2 if args.quick else 10)
+    device = torch.device(args.device)
+    where = machine(args.device)
+    print(f"{model} model, device {args.device}: {where}\n")
+
+    steps_rows = train_step.run_all(model, steps, args.device, separate=not args.quick)
+    ti = next(r["ours_ms"] for r in steps_rows if r["method"] == "textual_inversion")
+    for row in steps_rows:
+        row["x_ti_step"] = row["ours_ms"] / ti
+    generation_rows = generation.measure(model, device, batch=8)
+    scoring_rows = scoring.measure(model, device, 64 if args.quick else 368)
+    step_ms = {r["method"]: r["ours_ms"] for r in steps_rows} if model == "world" else None  # world step times only
+    defaults = {name: make().max_train_steps for name, make in train_step.methods(model, "unused").items()}
+    sweep_rows = sweep.measure(args.runs, step_ms, defaults)
+
+    sections = {
+        "train_step": (f"Training step, ours vs the reference loop ({steps} steps; peak memory per process)", steps_rows),
+        "generation": ("Generation, 23 subjects x 2 samples", generation_rows),
+        "scoring": ("Scoring", scoring_rows),
+        "sweep": ("World sweep wall time (every method x 8 actions), from the sweep's records", sweep_rows),
+    }
+    report = [f"# Benchmarks\n\n`python -m benchmarks{' --quick' if args.quick else ''}` on {model} model, "
+              f"device {args.device}: {where}\n"]
+    for name, (title, rows) in sections.items():
+        frame = pd.DataFrame(rows)
+        write_atomic(args.out / f"{name}.csv", frame.to_csv(index=False).encode())
+        text = frame.to_string(index=False, float_format=lambda v: f"{v:.2f}")
+        print(f"{title}\n{text}\n")
+        report.append(f"## {title}\n\n```\n{text}\n```\n")
+    total = sum(r["total_s"] for r in sweep_rows) / 60
+    print(f"world sweep: {total:.1f} min in all (target < 60 on 2 CPU cores)")
+    report.append(f"World sweep: **{total:.1f} min** in all.\n")
+    write_atomic(args.out / "BENCHMARKS.md", "\n".join(report).encode())
+    print(f"wrote {args.out}/*.csv and {args.out / 'BENCHMARKS.md'}")
+
+
+if __name__ == "__main__":
+    main()
