@@ -42,6 +42,9 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
+SPEED_ONLY = ("generation_batch_size",)  # change how fast a run goes, not what it computes
+
+
 def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
     """The run folder's complete record of this same config, which makes the run redundant; a complete record
     of another config there is refused rather than overwritten (the folder name does not hold every key)."""
@@ -55,7 +58,7 @@ def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
     if record.get("complete") is not True:
         return None
     earlier = record.get("config", {})
-    differ = sorted(k for k in (set(config) | set(earlier)) - {"rerun"} if config.get(k) != earlier.get(k))
+    differ = sorted(k for k in (set(config) | set(earlier)) - {"rerun", *SPEED_ONLY} if config.get(k) != earlier.get(k))
     if differ:
         raise UserError(f"{path} is the complete record of a different config (differs in: {', '.join(differ)}); "
                         "pass rerun=true to replace it, or another output_dir")
@@ -66,8 +69,9 @@ TRAINED_FILE = "trained.json"  # in the artifact folder, written once training h
 
 
 def work_digest(config: dict) -> str:
-    """What a run's artifact and images depend on: its config less the scorer and the bookkeeping keys."""
-    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "cache_dir")}
+    """What a run's artifact and images depend on: its config less the scorer, the bookkeeping keys and the
+    speed-only ones."""
+    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "cache_dir", *SPEED_ONLY)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

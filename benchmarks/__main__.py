@@ -50,7 +50,7 @@ def main() -> None:
     ti = next(r["ours_ms"] for r in steps_rows if r["method"] == "textual_inversion")
     for row in steps_rows:
         row["x_ti_step"] = row["ours_ms"] / ti
-    generation_rows = generation.measure(model, device, batch=8)
+    generation_rows = generation.measure(model, device, batch=64)  # the run default, generation_batch_size
     scoring_rows = scoring.measure(model, device, 64 if args.quick else 368)
     step_ms = {r["method"]: r["ours_ms"] for r in steps_rows} if model == "world" else None  # world step times only
     defaults = {name: make().max_train_steps for name, make in train_step.methods(model, "unused").items()}

@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=list(MODELS), default="world")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=8, help="ours: prompts per pipeline call (generation_batch_size)")
+    parser.add_argument("--batch", type=int, default=64, help="ours: prompts per pipeline call (generation_batch_size)")
     args = parser.parse_args()
     for row in measure(args.model, torch.device(args.device), args.batch):
         print(f"{row['variant']:<34} {row['images_per_s']:8.2f} images/s")
