@@ -25,12 +25,27 @@ from methods.mechanics.loss import predicted_clean_latents
 from methods.mechanics.prior import class_images
 from methods.mechanics.tokens import (
     EmbeddingOverride,
-    TrainableRows,
     add_tokens,
     token_ids,
     vector_tokens,
 )
 from methods.twinact import ImitationMLP
+
+
+class TrainableRows:
+    """The scripts' way of training new token rows: the whole embedding table is the parameter (a dense
+    gradient and AdamW state for every row), and every other row is put back after each step."""
+
+    def __init__(self, text_encoder, token_ids: list[int]):
+        self.weight = text_encoder.get_input_embeddings().weight
+        self.frozen = torch.ones(self.weight.shape[0], dtype=torch.bool, device=self.weight.device)
+        self.frozen[token_ids] = False
+        self.original = self.weight.detach()[self.frozen].clone()
+        self.weight.requires_grad_(True)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        self.weight[self.frozen] = self.original
 
 
 def _pixels(images, resolution, count, device) -> torch.Tensor:

@@ -29,7 +29,7 @@ from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.optim import adamw, mixed_precision
 from methods.mechanics.prior import PriorPreservation, text_embedder
-from methods.mechanics.tokens import TrainableRows, add_tokens, token_ids
+from methods.mechanics.tokens import TokenVectors, add_tokens, token_ids
 
 PROCESSOR_WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
 EMBEDS_FILE = "learned_embeds.safetensors"
@@ -103,12 +103,12 @@ class CustomDiffusion(ActionMethod):
         text_encoder = pipe.text_encoder.to(torch.float32)
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
         [token_id] = add_tokens(pipe.tokenizer, text_encoder, [self.modifier_token], self.initializer_token, texts)
-        rows = TrainableRows(text_encoder, [token_id])
+        token = TokenVectors(text_encoder, [token_id])
         layers = custom_diffusion_processors(pipe.unet, train_q_out=self.freeze_model == "crossattn")
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(self.modifier_token) for e in exemplars], device)
-        params = [rows.weight, *layers]
+        params = [token.vectors, *layers]
         optimizer = adamw(params, self.learning_rate, self.use_8bit_adam)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         generator = torch.Generator(device).manual_seed(seed)
@@ -118,22 +118,21 @@ class CustomDiffusion(ActionMethod):
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
             prior, prior_hidden = self.prior.batch(self.batch_size, sampler, generator)
-            hidden = text_encoder(input_ids[index.to(device)])[0]
+            with token():
+                hidden = text_encoder(input_ids[index.to(device)])[0]
             with mixed_precision(device, model_dtype):
                 return instance_and_prior_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden,
                                                prior, prior_hidden, generator, self.prior.weight)
 
-        optimise(optimizer, loss, self.max_train_steps, "custom diffusion", after_step=rows.restore,
-                 log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm,
+        optimise(optimizer, loss, self.max_train_steps, "custom diffusion", log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm,
                  resume=Resume(artifact_dir, (generator, sampler)))
-        rows.done()
+        learned = token.done().float().cpu()
         for p in layers:
             p.requires_grad_(False)
         text_encoder.to(model_dtype)
         pipe.unet.to(model_dtype)  # the processors' trained copies too
         Path(artifact_dir).mkdir(parents=True, exist_ok=True)
         pipe.unet.save_attn_procs(str(artifact_dir), weight_name=PROCESSOR_WEIGHTS, safe_serialization=True)
-        learned = rows.weight.detach()[token_id : token_id + 1].float().cpu()
         write_atomic(Path(artifact_dir) / EMBEDS_FILE, save({self.modifier_token: learned}))
 
     def load(self, model, task, artifact_dir: Path) -> None:

@@ -19,7 +19,7 @@ from methods.base import ActionMethod
 from methods.mechanics.latents import ExemplarLatents
 from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.loss import noise_prediction_loss
-from methods.mechanics.tokens import TrainableRows, add_tokens, token_ids
+from methods.mechanics.tokens import TokenVectors, add_tokens, token_ids
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 
@@ -78,26 +78,27 @@ class TextualInversion(ActionMethod):
         text_encoder = pipe.text_encoder.to(torch.float32)  # the trained embeddings stay in full precision
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
         new_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
-        rows = TrainableRows(text_encoder, new_ids)
+        tokens = TokenVectors(text_encoder, new_ids)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         exemplars = task.action.exemplars
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
-        optimizer = torch.optim.AdamW([rows.weight], lr=self.learning_rate, **self.adam)
+        optimizer = torch.optim.AdamW([tokens.vectors], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)  # which exemplars, and whether mirrored
 
         def loss() -> torch.Tensor:
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-            hidden = self.encode(text_encoder, input_ids[index.to(device)], new_ids)
+            with tokens():
+                hidden = self.encode(text_encoder, input_ids[index.to(device)], new_ids)
             return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
 
-        optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, rows.restore, self.log_every,
+        optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, log_every=self.log_every,
                  resume=Resume(artifact_dir, (generator, sampler)))
-        rows.done()
+        learned = tokens.done()
         text_encoder.to(model_dtype)
-        self.save(model, task, artifact_dir, rows.weight.detach()[new_ids])
+        self.save(model, task, artifact_dir, learned)
 
     def save(self, model, task, artifact_dir: Path, learned: torch.Tensor) -> None:
         """{token: (tokens, width)}: diffusers' (multi-vector) textual-inversion layout."""

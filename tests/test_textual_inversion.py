@@ -6,6 +6,7 @@ import torch
 from actionbench.errors import UserError
 from actionbench.generate import initial_latents
 from actionbench.models import tiny_pipeline
+from methods.mechanics.tokens import TokenVectors, add_tokens, token_ids
 from methods.textual_inversion import EMBEDS_FILE, TextualInversion
 
 
@@ -110,3 +111,41 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_embedding(tiny_m
     resumed = trained(tmp_path / "killed")
     assert not (tmp_path / "killed" / loop.CHECKPOINT_FILE).exists(), "the checkpoint goes once training ends"
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_token_vectors_follow_the_scripts_whole_table_recipe(tiny_model):
+    """Training the new rows as their own tensor gives what AdamW on the whole table, other rows restored after
+    each step (diffusers' script), gives: AdamW is elementwise."""
+    text_encoder, tokenizer = tiny_model.pipe.text_encoder, tiny_model.pipe.tokenizer
+    new_ids = add_tokens(tokenizer, text_encoder, ["<x>", "<x>_1"], "action", [])
+    prompts = token_ids(tokenizer, ["a dog <x> <x>_1", "<x>_1 on a hill"], "cpu")
+    table = text_encoder.get_input_embeddings().weight
+    start, others = table.detach().clone(), torch.ones(len(table), dtype=torch.bool)
+    others[new_ids] = False
+
+    def loss():
+        return text_encoder(prompts)[0].pow(2).mean()
+
+    table.requires_grad_(True)
+    optimizer = torch.optim.AdamW([table], lr=1e-2, weight_decay=1e-2)
+    for _ in range(3):
+        loss().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        with torch.no_grad():
+            table[others] = start[others]
+    whole = table.detach()[new_ids].clone()
+    table.requires_grad_(False)
+    with torch.no_grad():
+        table.copy_(start)
+
+    tokens = TokenVectors(text_encoder, new_ids)
+    optimizer = torch.optim.AdamW([tokens.vectors], lr=1e-2, weight_decay=1e-2)
+    for _ in range(3):
+        with tokens():
+            loss().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert not torch.equal(whole, start[new_ids])
+    assert torch.allclose(tokens.done(), whole, atol=1e-6)
+    assert torch.equal(table[others], start[others]) and torch.allclose(table[new_ids], whole, atol=1e-6)

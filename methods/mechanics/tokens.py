@@ -54,33 +54,13 @@ def add_tokens(tokenizer, text_encoder, tokens: list[str], initializer: str, tex
     return token_ids
 
 
-class TrainableRows:
-    """Train only some rows of the embedding table: after each optimiser step every other row is put back.
-
-    Masking gradients would not suffice: AdamW's weight decay moves every row of the parameter.
-    """
-
-    def __init__(self, text_encoder, token_ids: list[int]):
-        self.weight = text_encoder.get_input_embeddings().weight
-        self.frozen = torch.ones(self.weight.shape[0], dtype=torch.bool, device=self.weight.device)
-        self.frozen[token_ids] = False
-        self.original = self.weight.detach()[self.frozen].clone()
-        self.weight.requires_grad_(True)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        self.weight[self.frozen] = self.original
-
-    def done(self) -> None:
-        self.weight.requires_grad_(False)
-
-
 class EmbeddingOverride:
     """Give each prompt row its own vectors for the new tokens, without touching the embedding table.
 
     Inside `with override(vectors)`, vectors of shape (rows, len(token_ids), width), the table's output at
     the positions of token_ids[j] in prompt row r is vectors[r, j], so gradients reach `vectors` per row:
-    per-sample gradients from one backward pass (ADI), or tokens computed per exemplar (TwinAct).
+    per-sample gradients from one backward pass (ADI), or tokens computed per exemplar (TwinAct). Vectors of
+    shape (len(token_ids), width) serve every row (Textual Inversion, P+, Custom Diffusion).
     """
 
     def __init__(self, text_encoder, token_ids: list[int]):
@@ -94,7 +74,8 @@ class EmbeddingOverride:
             return output
         ids = inputs[0]
         for j, token in enumerate(self.token_ids):
-            output = torch.where((ids == token)[..., None], self.vectors[:, j, None, :].to(output.dtype), output)
+            vector = self.vectors[:, j, None, :] if self.vectors.dim() == 3 else self.vectors[j]
+            output = torch.where((ids == token)[..., None], vector.to(output.dtype), output)
         return output
 
     @contextmanager
@@ -107,3 +88,29 @@ class EmbeddingOverride:
 
     def remove(self) -> None:
         self.handle.remove()
+
+
+class TokenVectors:
+    """The new tokens' embeddings as a tensor of their own, (tokens, width), the one thing that trains.
+
+    The embedding table never requires a gradient: no dense (vocabulary x width) gradient, no optimiser
+    state for 49,408 rows, no restoring of the others after each step (the reference scripts train the
+    whole table and put the other rows back). AdamW is elementwise, so the new rows follow the same path.
+    `with tokens():` puts them into every prompt; `done()` writes them into the table.
+    """
+
+    def __init__(self, text_encoder, token_ids: list[int]):
+        self.table = text_encoder.get_input_embeddings().weight
+        self.token_ids = list(token_ids)
+        self.vectors = self.table.detach()[self.token_ids].clone().float().requires_grad_(True)
+        self.override = EmbeddingOverride(text_encoder, self.token_ids)
+
+    def __call__(self):
+        return self.override(self.vectors)
+
+    def done(self) -> torch.Tensor:
+        """Write the trained vectors into the table, remove the hook, and return them."""
+        self.override.remove()
+        with torch.no_grad():
+            self.table[self.token_ids] = self.vectors.detach().to(self.table.dtype)
+        return self.vectors.detach()

@@ -1,0 +1,25 @@
+"""`python -m benchmarks --quick` (CI's smoke run of the suite) measures every section and writes its tables;
+the figures themselves are for people to read, never asserted."""
+
+import math
+import sys
+
+import pandas as pd
+
+from benchmarks import __main__ as suite
+from benchmarks.train_step import METHODS
+
+
+def test_quick_suite_writes_every_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--quick", "--device", "cpu", "--out", str(tmp_path),
+                                      "--runs", str(tmp_path / "no_runs")])
+    suite.main()
+    steps = pd.read_csv(tmp_path / "train_step.csv")
+    assert steps.method.tolist() == METHODS
+    assert all(math.isfinite(v) for v in steps[["ours_ms", "reference_ms", "peak_mib"]].to_numpy().ravel())
+    generation = pd.read_csv(tmp_path / "generation.csv")
+    assert len(generation) == 3 and (generation.images == 46).all() and (generation.images_per_s > 0).all()
+    assert (pd.read_csv(tmp_path / "scoring.csv").images_per_s > 0).all()
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    assert (sweep.records == 0).all()  # no records under --runs: nothing is claimed as measured
+    assert "Benchmarks" in (tmp_path / "BENCHMARKS.md").read_text()
