@@ -17,4 +17,13 @@ def _world_known_actions() -> list[str]:
     return [action.phrase for action in ACTIONS if action.known]
 
 
+def _world_caption_texts() -> list[str]:
+    """Every text the world's base model was trained on is a subject's prompt, or one plus a known phrase:
+    together they hold every word its text encoder has learned."""
+    from actionbench.world.render import SUBJECTS
+
+    return [subject.prompt for subject in SUBJECTS] + _world_known_actions()
+
+
 OmegaConf.register_new_resolver("world_known_actions", _world_known_actions, replace=True)
+OmegaConf.register_new_resolver("world_caption_texts", _world_caption_texts, replace=True)

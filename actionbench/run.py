@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,7 @@ def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
 
 
 TRAINED_FILE = "trained.json"  # in the artifact folder, written once training has finished
+STARTED_FILE = "started.json"  # in the artifact folder, written before training starts: whose checkpoints these are
 
 
 def work_digest(config: dict) -> str:
@@ -75,9 +77,9 @@ def work_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def trained_digest(artifact_dir: Path) -> str | None:
+def recorded_digest(path: Path) -> str | None:
     try:
-        return json.loads((artifact_dir / TRAINED_FILE).read_text())["work_digest"]
+        return json.loads(path.read_text())["work_digest"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -113,10 +115,13 @@ def run(cfg: DictConfig) -> dict:
     # retrained (training itself resumes from its checkpoint), and finished images are kept.
     seed_everything(cfg.seed)
     artifact_dir, digest = run_dir / "artifact", work_digest(config)
-    if not cfg.rerun and trained_digest(artifact_dir) == digest:
+    if not cfg.rerun and recorded_digest(artifact_dir / TRAINED_FILE) == digest:
         method.load(model, task, artifact_dir)
         print(f"reusing the trained artifact in {artifact_dir}")
     else:
+        if cfg.rerun or recorded_digest(artifact_dir / STARTED_FILE) != digest:
+            shutil.rmtree(artifact_dir, ignore_errors=True)  # checkpoints of other work must not be resumed
+        write_json(artifact_dir / STARTED_FILE, {"work_digest": digest})
         method.train(model, task, cfg.seed, artifact_dir)
         write_json(artifact_dir / TRAINED_FILE, {"work_digest": digest})
     t = lap("train", t)

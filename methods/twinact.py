@@ -60,7 +60,9 @@ from methods.textual_inversion import EMBEDS_FILE
 
 PHRASES_FILE = Path(__file__).parent / "data" / "action_phrases.txt"
 IMITATION_FILE = "imitation.safetensors"
-PHRASE_FILTERS = ("drawable", "none")  # none: keep every phrase (random-weight smoke-test models draw nothing)
+# drawable: the base model draws it (see `drawability`); vocabulary: every token of it occurs in `vocabulary`,
+# the texts the model was trained on (a model too small to have met most words); none: keep every phrase.
+PHRASE_FILTERS = ("drawable", "vocabulary", "none")
 
 
 def read_phrases(path: str | Path) -> list[str]:
@@ -123,6 +125,7 @@ class TwinAct(ActionMethod):
         phrases: str | None = None,
         extra_phrases: list[str] = (),
         phrase_filter: str = "drawable",
+        vocabulary: list[str] = (),
         filter_prompt: str = "a photo of a person {phrase}",
         filter_margin: float = 0.0,
         filter_samples: int = 1,
@@ -152,13 +155,16 @@ class TwinAct(ActionMethod):
         if similarity_weight < 0:
             raise UserError(f"method.similarity_weight={similarity_weight!r} must be >= 0 (0 switches the loss off)")
         check_choice("method.phrase_filter", phrase_filter, PHRASE_FILTERS)
+        if phrase_filter == "vocabulary" and not vocabulary:
+            raise UserError("method.phrase_filter=vocabulary needs method.vocabulary: the texts the model was trained on")
         if "{phrase}" not in filter_prompt:
             raise UserError(f"method.filter_prompt={filter_prompt!r} must contain {{phrase}}")
         encoder = dict(action_encoder or {"model_name": "ViT-H-14", "pretrained": "laion2b_s32b_b79k"})
         self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key="method.action_encoder")
         self.placeholder_token, self.num_tokens, self.initializer_token = placeholder_token, num_tokens, initializer_token
-        self.phrases = read_phrases(phrases or PHRASES_FILE) + [p for p in extra_phrases if p]
+        self.phrases = list(dict.fromkeys(read_phrases(phrases or PHRASES_FILE) + [p for p in extra_phrases if p]))
         self.filter = dict(kind=phrase_filter, prompt=filter_prompt, margin=filter_margin, samples=filter_samples)
+        self.vocabulary = list(vocabulary)
         self.num_bases, self.mlp_hidden = num_bases, mlp_hidden
         self.imitation_steps, self.max_train_steps = imitation_steps, max_train_steps
         self.learning_rate, self.batch_size, self.accumulation = learning_rate, train_batch_size, gradient_accumulation_steps
@@ -204,12 +210,15 @@ class TwinAct(ActionMethod):
 
     def action_space(self, model) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(mean, bases, info) of the model's common action space, computed once per model and settings."""
+        pipe = model.pipe
         if self.filter["kind"] == "none":
             kept = self.phrases
+        elif self.filter["kind"] == "vocabulary":
+            known = {i for text in self.vocabulary for i in pipe.tokenizer.encode(text, add_special_tokens=False)}
+            kept = [p for p in self.phrases if set(pipe.tokenizer.encode(p, add_special_tokens=False)) <= known]
         else:
             scores = self.drawability(model)
             kept = [p for p in self.phrases if scores[p] > self.filter["margin"]]
-        pipe = model.pipe
         key = hashlib.sha256(json.dumps([kept, self.num_tokens, self.num_bases]).encode()).hexdigest()[:16]
         path = model_cache(self.cache_dir, model, "twinact_space") / f"{key}.safetensors"
         if not path.is_file():

@@ -78,3 +78,16 @@ def test_an_interrupted_run_reuses_its_artifact_and_images(mini_root, tmp_path, 
     run(compose_config([*base, "method.learning_rate=0.1"]))  # other work: trained and drawn anew
     assert "reusing" not in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns != stamps[p] for p in images[1:])
+
+
+def test_checkpoints_of_other_work_are_discarded_not_resumed(mini_root, tmp_path):
+    base = ["method=textual_inversion", "method.max_train_steps=3", "suite=actionbench", "model=tiny",
+            f"benchmark.root={mini_root}", f"output_dir={tmp_path}"]
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "started.json").write_text(json.dumps({"work_digest": "another config"}))
+    (artifact / "checkpoint.pt").write_bytes(b"left by a killed run of other settings")  # would not even load
+    run(compose_config(base))
+    assert json.loads((tmp_path / "record.json").read_text())["complete"] is True
+    assert not (artifact / "checkpoint.pt").exists()
+    assert json.loads((artifact / "started.json").read_text())["work_digest"] != "another config"

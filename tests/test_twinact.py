@@ -109,10 +109,20 @@ def test_similarity_loss_changes_gradients_only_from_its_switch_on_point(tmp_pat
     assert same == [True, True, True, True, False, False]  # switched on at 0.5 x 4 = step 2 of stage 2
 
 
+def test_vocabulary_filter_keeps_the_phrases_made_of_known_words(tiny_model, tmp_path):
+    method = fast(tmp_path, phrase_filter="vocabulary", vocabulary=["a dog sitting", "a cat waving", "bowing"],
+                  extra_phrases=["sitting", "a new phrase"])
+    _, bases, info = method.action_space(tiny_model)
+    assert info == {**info, "phrases": len(PHRASES) + 1, "kept": 3}  # waving, bowing, sitting ("sitting" once)
+    assert bases.shape[1] == 2  # 3 phrases span 2 directions around their mean
+
+
 def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(UserError, match="phrase_filter"):
         fast(tmp_path, phrase_filter="maybe")
     with pytest.raises(UserError, match=r"\{phrase\}"):
         fast(tmp_path, filter_prompt="a person")
+    with pytest.raises(UserError, match="method.vocabulary"):
+        fast(tmp_path, phrase_filter="vocabulary")
     with pytest.raises(UserError, match="no such file"):
         TwinAct(phrases=str(tmp_path / "missing.txt"))
