@@ -238,7 +238,7 @@ class TwinAct(ActionMethod):
     def train(self, model, task, seed: int, artifact_dir: Path) -> None:
         self.encoder.check()
         pipe, unet, device = model.pipe, model.pipe.unet, model.device
-        single_token_id(pipe.tokenizer, self.initializer_token, "method.initializer_token")
+        initializer = single_token_id(pipe.tokenizer, self.initializer_token, "method.initializer_token")
         mean, bases, info = self.action_space(model)  # before any new token exists
         exemplars = task.action.exemplars
         pixels = torch.stack([image_tensor(e.load(), model.resolution) for e in exemplars]).to(device)
@@ -248,7 +248,7 @@ class TwinAct(ActionMethod):
         text_encoder = pipe.text_encoder.to(torch.float32)
         tokens = vector_tokens(self.token(task), self.num_tokens)
         texts = [s.prompt for s in task.subjects] + [e.text for e in exemplars]
-        initial = text_encoder.get_input_embeddings().weight[single_token_id(pipe.tokenizer, self.initializer_token, "")]
+        initial = text_encoder.get_input_embeddings().weight[initializer]
         new_ids = add_tokens(pipe.tokenizer, text_encoder, tokens, self.initializer_token, texts)
         # the initial word's point of each token's space: its projection onto that token's bases
         start = torch.stack([bases[j] @ (initial.detach().float() - mean[j]) for j in range(self.num_tokens)])
