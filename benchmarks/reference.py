@@ -76,7 +76,7 @@ def _token_setup(m, task, method, tokens):
     return new_ids, rows
 
 
-def textual_inversion(m, task, method, layers: int = 1, lr: float | None = None):
+def textual_inversion(m, task, method, layers: int = 1):
     """diffusers' textual_inversion.py: VAE encode and text-encoder pass each step, AdamW over the whole
     embedding table, other rows restored after the step. With `layers` > 1, P+'s way: one text-encoder pass
     per layer's prompt."""
@@ -88,7 +88,7 @@ def textual_inversion(m, task, method, layers: int = 1, lr: float | None = None)
     exemplars = task.action.exemplars
     pixels = _pixels([e.load() for e in exemplars], m.resolution, method.batch_size, device)
     ids = token_ids(pipe.tokenizer, [exemplars[i % len(exemplars)].caption(tokens[0]) for i in range(method.batch_size)], device)
-    optimizer = torch.optim.AdamW([rows.weight], lr=lr or method.learning_rate, **method.adam)
+    optimizer = torch.optim.AdamW([rows.weight], lr=method.learning_rate, **method.adam)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
     def encode_prompts(prompt_ids):

@@ -34,7 +34,12 @@ from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.prior import generate_to_files, model_cache
-from methods.mechanics.tokens import EmbeddingOverride, add_tokens, token_ids
+from methods.mechanics.tokens import (
+    EmbeddingOverride,
+    TokenVectors,
+    add_tokens,
+    token_ids,
+)
 from methods.pplus import PPlus
 from methods.textual_inversion import TextualInversion
 
@@ -151,8 +156,8 @@ class ADI(PPlus):
         text_encoder = pipe.text_encoder.to(torch.float32)
         texts = [s.prompt for s in task.subjects] + [e.text for e in task.action.exemplars]
         new_ids = add_tokens(pipe.tokenizer, text_encoder, self.tokens(model, task), self.initializer_token, texts)
-        table = text_encoder.get_input_embeddings().weight
-        identifiers = table.detach()[new_ids].clone().requires_grad_(True)  # the only trained tensor
+        tokens = TokenVectors(text_encoder, new_ids)
+        identifiers = tokens.vectors  # the only trained tensor
         exemplars = task.action.exemplars
         mirrored = self.flip_p > 0  # a triple is flipped as a whole
         latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored)
@@ -163,7 +168,6 @@ class ADI(PPlus):
         optimizer = torch.optim.AdamW([identifiers], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)
-        override = EmbeddingOverride(text_encoder, new_ids)
         n, b = len(exemplars), self.batch_size
         kept = {}
 
@@ -182,7 +186,7 @@ class ADI(PPlus):
                 hidden = self.encode(text_encoder, ids, new_ids)
                 return noise_prediction_loss(pipe.unet, scheduler, batch, hidden, generator, reduction="none", repeats=3)
 
-            grads, losses = per_sample_gradients(override, identifiers, 3 * b, losses)
+            grads, losses = per_sample_gradients(tokens.override, identifiers, 3 * b, losses)
             grads = grads.view(3, b, *identifiers.shape)
             mask = adi_mask(grads[0], grads[1], grads[2], self.beta, self.merge, sampler if self.merge == "random" else None)
             identifiers.grad = (mask * grads[0]).mean(0)  # the batch mean of the masked anchor gradients
@@ -198,12 +202,10 @@ class ADI(PPlus):
             optimise(optimizer, masked_gradient, self.max_train_steps, "ADI", after_step=untouched_where_masked,
                      log_every=self.log_every, sets_gradients=True, resume=Resume(artifact_dir, (generator, sampler)))
         finally:
-            override.remove()
-        with torch.no_grad():
-            table[new_ids] = identifiers.detach()
+            learned = tokens.done()
         text_encoder.to(model_dtype)
         self._use(model, task)
-        self.save(model, task, artifact_dir, identifiers.detach())
+        self.save(model, task, artifact_dir, learned)
 
     def metadata(self, model) -> dict:
         layers = super().metadata(model) if self.layerwise else {}

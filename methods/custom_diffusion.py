@@ -124,9 +124,11 @@ class CustomDiffusion(ActionMethod):
                 return instance_and_prior_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden,
                                                prior, prior_hidden, generator, self.prior.weight)
 
-        optimise(optimizer, loss, self.max_train_steps, "custom diffusion", log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm,
-                 resume=Resume(artifact_dir, (generator, sampler)))
-        learned = token.done().float().cpu()
+        try:
+            optimise(optimizer, loss, self.max_train_steps, "custom diffusion", log_every=self.log_every,
+                     clip_params=params, max_grad_norm=self.max_grad_norm, resume=Resume(artifact_dir, (generator, sampler)))
+        finally:
+            learned = token.done().float().cpu()
         for p in layers:
             p.requires_grad_(False)
         text_encoder.to(model_dtype)

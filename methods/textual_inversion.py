@@ -94,9 +94,11 @@ class TextualInversion(ActionMethod):
                 hidden = self.encode(text_encoder, input_ids[index.to(device)], new_ids)
             return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
 
-        optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, log_every=self.log_every,
-                 resume=Resume(artifact_dir, (generator, sampler)))
-        learned = tokens.done()
+        try:
+            optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, log_every=self.log_every,
+                     resume=Resume(artifact_dir, (generator, sampler)))
+        finally:
+            learned = tokens.done()  # the hook goes even when training fails
         text_encoder.to(model_dtype)
         self.save(model, task, artifact_dir, learned)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler
 from PIL import Image
-from safetensors.torch import load_file, save, save_file
+from safetensors.torch import load_file, save
 
 from actionbench.clip import OpenClip
 from actionbench.errors import (
@@ -224,11 +224,8 @@ class TwinAct(ActionMethod):
         if not path.is_file():
             table = pipe.text_encoder.get_input_embeddings().weight.detach()
             mean, bases = principal_bases(action_embedding_groups(pipe.tokenizer, table, kept, self.num_tokens), self.num_bases)
-            path.parent.mkdir(parents=True, exist_ok=True)
             write_json(path.with_suffix(".json"), {"phrases": kept, "num_tokens": self.num_tokens})
-            tmp = path.with_suffix(".tmp")
-            save_file({"mean": mean.contiguous(), "bases": bases.contiguous()}, str(tmp))
-            tmp.replace(path)
+            write_atomic(path, save({"mean": mean.contiguous(), "bases": bases.contiguous()}))
         space = load_file(str(path))
         info = {"space": key, "phrases": len(self.phrases), "kept": len(kept), "bases": space["bases"].shape[1]}
         return space["mean"].to(model.device), space["bases"].to(model.device), info
@@ -241,7 +238,8 @@ class TwinAct(ActionMethod):
         initializer = single_token_id(pipe.tokenizer, self.initializer_token, "method.initializer_token")
         mean, bases, info = self.action_space(model)  # before any new token exists
         exemplars = task.action.exemplars
-        pixels = torch.stack([image_tensor(e.load(), model.resolution) for e in exemplars]).to(device)
+        images = [e.load() for e in exemplars]
+        pixels = torch.stack([image_tensor(image, model.resolution) for image in images]).to(device)
         with torch.no_grad():
             features = self.encoder.encode_pixels(pixels, device)  # what the MLP imitates, and the similarity target
         model_dtype = unet.dtype
@@ -261,7 +259,7 @@ class TwinAct(ActionMethod):
             return mean + torch.einsum("btr,trw->btw", coefficients(rows), bases)
 
         override = EmbeddingOverride(text_encoder, new_ids)
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
+        latents = ExemplarLatents(pipe.vae, images, model.resolution, mirrored=self.flip_p > 0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(" ".join(tokens)) for e in exemplars], device)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         generator = torch.Generator(device).manual_seed(seed)
