@@ -106,19 +106,28 @@ def load_pretrained(
     return TextToImageModel(_finish(pipe, dtype, device), pretrained, resolution, inference_steps, guidance_scale)
 
 
+def _byte_symbols() -> list[str]:
+    """GPT-2/CLIP byte-level BPE's printable stand-in for each of the 256 bytes, in CLIP's vocabulary order:
+    printable bytes map to themselves, the rest to code points from 256 upwards."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
 def clip_tokenizer():
     """The real CLIP BPE tokenizer (49,408 tokens), built offline from the vocabulary open_clip ships.
 
     Same merges, vocabulary order and special tokens as `openai/clip-vit-large-patch14`'s tokenizer, so
     token-adding code behaves exactly as it does with Stable Diffusion's own tokenizer.
     """
-    import open_clip
-    from open_clip.tokenizer import bytes_to_unicode
+    from importlib.util import find_spec
+
     from transformers import CLIPTokenizer
 
-    bpe_path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    # open_clip's vocabulary file, found without importing open_clip (and its timm/torchvision imports)
+    bpe_path = Path(find_spec("open_clip").origin).parent / "bpe_simple_vocab_16e6.txt.gz"
     merges = gzip.open(bpe_path).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    byte_symbols = list(bytes_to_unicode().values())
+    byte_symbols = _byte_symbols()
     vocab = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as tmp:
