@@ -7,7 +7,8 @@ intervals over images; the CLIP-proxy figures where a record has them), leaderbo
 LEADERBOARD.md, plots/ and report.html into results_dir. Records of different benchmark or model never
 share a row; a method run with overridden settings (method.beta=0.25) is a row of its own; a malformed,
 partial or duplicate record is reported and skipped. Settings sweeps kept under results_dir/ablations/ stay
-off the main board and get their own: `python -m actionbench.leaderboard results_dir=results/ablations/adi`.
+off the main board and get their own: `python -m actionbench.leaderboard results_dir=results/ablations/adi`; so
+do the world's positive-control runs (`benchmark=synthetic_control`; results_dir=results/runs/synthetic_control).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from eval.aggregate import SIMILARITIES
 
 KEYS = ["benchmark", "model", "method"]
 ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own boards (results_dir=results/ablations/...)
+CONTROL = "synthetic_control"  # the world's positive control (results_dir=results/runs/synthetic_control)
 
 
 def method_label(record: dict) -> str:
@@ -35,7 +37,7 @@ def method_label(record: dict) -> str:
     return f"{record['method']} ({', '.join(settings)})" if settings else record["method"]
 
 
-def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS,)) -> tuple[pd.DataFrame, list[str]]:
+def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL)) -> tuple[pd.DataFrame, list[str]]:
     """One row per image of every complete record (with its run's keys); and one message per record skipped.
     Records inside a folder named in `exclude` (below `root`) are not read."""
     frames, skipped, seen = [], [], {}

@@ -8,8 +8,8 @@ from PIL import Image
 
 from actionbench.errors import UserError
 from actionbench.task import load_task
-from actionbench.world import BENCHMARK
-from actionbench.world.benchmark import EXEMPLARS_PER_ACTION, SEED, manifest
+from actionbench.world import BENCHMARK, CONTROL
+from actionbench.world.benchmark import EXEMPLARS_PER_ACTION, TASKS, manifest
 from actionbench.world.judges import Judge, to_pixels
 from actionbench.world.render import (
     ACTIONS,
@@ -38,13 +38,29 @@ def test_render_is_deterministic_from_the_seed():
     assert a.size == (32, 32) and a.tobytes() == b.tobytes() != c.tobytes()
 
 
-def test_committed_task_matches_the_renderer():
-    committed = yaml.safe_load((BENCHMARK / "manifest.yaml").read_text())
-    assert committed == manifest()
-    for a, action in enumerate(BENCHMARK_ACTIONS):
+@pytest.mark.parametrize("folder", [BENCHMARK, CONTROL], ids=["benchmark", "control"])
+def test_committed_task_matches_the_renderer(folder):
+    name, actions, seed = TASKS[folder]
+    committed = yaml.safe_load((folder / "manifest.yaml").read_text())
+    assert committed == manifest(name, actions)
+    for a, action in enumerate(actions):
         for i in (0, EXEMPLARS_PER_ACTION - 1):
-            fresh = render(EXEMPLAR_SUBJECTS[i % 3], action, np.random.default_rng([SEED, a, i]))
-            assert np.array_equal(np.asarray(Image.open(BENCHMARK / action.name / f"{i:02d}.png")), np.asarray(fresh))
+            fresh = render(EXEMPLAR_SUBJECTS[i % 3], action, np.random.default_rng([seed, a, i]))
+            assert np.array_equal(np.asarray(Image.open(folder / action.name / f"{i:02d}.png")), np.asarray(fresh))
+
+
+def test_the_control_split_is_the_known_actions_by_the_exemplar_subjects():
+    from conftest import compose_config
+
+    cfg = compose_config(["benchmark=synthetic_control", "action=wave", "method=sd"])
+    assert cfg.benchmark.name == "synthetic_control"
+    task = load_task("synthetic_control", str(CONTROL), "wave")
+    assert [a.name for a in task.actions] == [a.name for a in KNOWN_ACTIONS] and len(task.subjects) == 23
+    assert len(task.action.exemplars) == 10 and task.action.description == "waving"
+    exemplar_prompts = {s.prompt for s in EXEMPLAR_SUBJECTS}
+    assert all(e.caption("<w>").removesuffix(" <w>") in exemplar_prompts for e in task.action.exemplars)
+    with pytest.raises(UserError, match="stand, walk, run"):
+        load_task("synthetic_control", str(CONTROL), "salute")
 
 
 def test_synthetic_benchmark_loads_through_the_same_loader():

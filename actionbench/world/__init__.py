@@ -6,3 +6,4 @@ from pathlib import Path
 WORLD = Path(__file__).parent
 WEIGHTS = WORLD / "weights"  # committed: judges, world CLIP, with their training configs and reports
 BENCHMARK = WORLD / "benchmark"  # committed: the world's task in ActionBench's manifest format
+CONTROL = WORLD / "benchmark_control"  # committed: the positive-control task (the known actions)

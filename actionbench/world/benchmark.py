@@ -1,7 +1,10 @@
-"""Write the world's benchmark task in ActionBench's manifest format (committed under `world/benchmark/`).
+"""Write the world's benchmark tasks in ActionBench's manifest format (committed under `world/`).
 
-The 8 benchmark actions x 10 exemplars, each drawn from one of the 3 exemplar-only subjects (so a method
-that copies the exemplars' look is caught by the subject judge), and the 23 evaluation subjects.
+`benchmark/`: the 8 benchmark actions x 10 exemplars, each drawn from one of the 3 exemplar-only subjects (so
+a method that copies the exemplars' look is caught by the subject judge), and the 23 evaluation subjects.
+`benchmark_control/` (`benchmark=synthetic_control`): the same for the 8 known actions, whose words the base
+model knows, so a method's Total can be set against `method=sd` prompting the action by name (a positive
+control: it shows the world can measure learning; never on the main board).
     python -m actionbench.world.benchmark
 """
 
@@ -15,21 +18,26 @@ import yaml
 
 from actionbench.files import write_atomic
 from actionbench.task import PLACEHOLDER
-from actionbench.world import BENCHMARK
+from actionbench.world import BENCHMARK, CONTROL
 from actionbench.world.render import (
     BENCHMARK_ACTIONS,
     EVAL_SUBJECTS,
     EXEMPLAR_SUBJECTS,
+    KNOWN_ACTIONS,
     render,
 )
 
 EXEMPLARS_PER_ACTION = 10
 SEED = 2024
+TASKS = {  # folder: (task name, actions, render seed)
+    BENCHMARK: ("synthetic", BENCHMARK_ACTIONS, SEED),
+    CONTROL: ("synthetic_control", KNOWN_ACTIONS, SEED + 1),
+}
 
 
-def manifest() -> dict:
+def manifest(name: str = "synthetic", actions=BENCHMARK_ACTIONS) -> dict:
     return {
-        "name": "synthetic",
+        "name": name,
         "actions": {
             action.name: {
                 "description": action.phrase,
@@ -39,23 +47,29 @@ def manifest() -> dict:
                     for i in range(EXEMPLARS_PER_ACTION)
                 ],
             }
-            for action in BENCHMARK_ACTIONS
+            for action in actions
         },
         "subjects": [{"name": s.name, "prompt": s.prompt, "category": s.category} for s in EVAL_SUBJECTS],
     }
 
 
-def main() -> None:
-    shutil.rmtree(BENCHMARK, ignore_errors=True)
-    for a, action in enumerate(BENCHMARK_ACTIONS):
+def write_task(folder, name: str, actions, seed: int) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    for a, action in enumerate(actions):
         for i in range(EXEMPLARS_PER_ACTION):
-            image = render(EXEMPLAR_SUBJECTS[i % len(EXEMPLAR_SUBJECTS)], action, np.random.default_rng([SEED, a, i]))
+            image = render(EXEMPLAR_SUBJECTS[i % len(EXEMPLAR_SUBJECTS)], action, np.random.default_rng([seed, a, i]))
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            write_atomic(BENCHMARK / action.name / f"{i:02d}.png", buffer.getvalue())
-    header = "# The offline world's benchmark task (written by `python -m actionbench.world.benchmark`).\n"
-    write_atomic(BENCHMARK / "manifest.yaml", (header + yaml.safe_dump(manifest(), sort_keys=False, width=120)).encode())
-    print(f"wrote {BENCHMARK}")
+            write_atomic(folder / action.name / f"{i:02d}.png", buffer.getvalue())
+    header = f"# The offline world's {name} task (written by `python -m actionbench.world.benchmark`).\n"
+    write_atomic(folder / "manifest.yaml",
+                 (header + yaml.safe_dump(manifest(name, actions), sort_keys=False, width=120)).encode())
+    print(f"wrote {folder}")
+
+
+def main() -> None:
+    for folder, (name, actions, seed) in TASKS.items():
+        write_task(folder, name, actions, seed)
 
 
 if __name__ == "__main__":
