@@ -136,11 +136,11 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
     return pd.DataFrame(rows).round(3)
 
 
-def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list[str]) -> str:
-    """A markdown table of one benchmark x model, best Total first; the best of each `bold` column in bold."""
+def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list[str], by: str = "Total") -> str:
+    """A markdown table of one benchmark x model, best `by` first; the best of each `bold` column in bold."""
     best = {c: part[c].max() for c in bold}
     lines = ["| method | " + " | ".join(counts + columns) + " |", "|---" * (len(counts) + len(columns) + 1) + "|"]
-    for _, row in part.sort_values("Total", ascending=False).iterrows():
+    for _, row in part.sort_values(by, ascending=False).iterrows():
         cells = []
         for c in columns:
             text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES or c.startswith('Kappa') else 2}f}"
@@ -171,7 +171,7 @@ def markdown(board: pd.DataFrame) -> str:
         parts.append(_table(part, ["actions", "images"], columns, bold))
         if "Human_images" in part and part.Human_images.gt(0).any():
             parts.append(f"### People's verdicts, {benchmark} / {model}\n")
-            parts.append(_table(part, ["Human_images"], [*HUMAN, *AGREEMENT], list(HUMAN)))
+            parts.append(_table(part, ["Human_images"], [*HUMAN, *AGREEMENT], list(HUMAN), "Human_Total"))
     return "\n".join(parts)
 
 
