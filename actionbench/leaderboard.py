@@ -4,7 +4,9 @@
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, with bootstrap 95%
 intervals over images; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
-LEADERBOARD.md, plots/ and report.html into results_dir. Records of different benchmark or model never
+LEADERBOARD.md, plots/ and report.html into results_dir. When results_dir holds people's verdicts
+(human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
+Total over the images people judged (majority of raters) and the automated verdicts' agreement with them. Records of different benchmark or model never
 share a row; a method run with overridden settings (method.beta=0.25) is a row of its own; a malformed,
 partial or duplicate record is reported and skipped. Settings sweeps kept under results_dir/ablations/ stay
 off the main board and get their own: `python -m actionbench.leaderboard results_dir=results/ablations/adi`; so
@@ -22,12 +24,15 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from actionbench.files import write_atomic
-from actionbench.records import RECORD_FILE
-from eval.aggregate import SIMILARITIES
+from actionbench.records import RECORD_FILE, work_digest
+from actionbench.votes import DB_FILE, majority, read_votes
+from eval.aggregate import SIMILARITIES, agreement
 
 KEYS = ["benchmark", "model", "method"]
 ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own boards (results_dir=results/ablations/...)
 CONTROL = "synthetic_control"  # the world's positive control (results_dir=results/runs/synthetic_control)
+HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
+AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
 
 
 def method_label(record: dict) -> str:
@@ -38,8 +43,9 @@ def method_label(record: dict) -> str:
 
 
 def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL)) -> tuple[pd.DataFrame, list[str]]:
-    """One row per image of every complete record (with its run's keys); and one message per record skipped.
-    Records inside a folder named in `exclude` (below `root`) are not read."""
+    """One row per image of every complete record (with its run's keys, folder and config digest, which with
+    the file name identifies the image); and one message per record skipped. Records inside a folder named
+    in `exclude` (below `root`) are not read."""
     frames, skipped, seen = [], [], {}
     for path in sorted(Path(root).rglob(RECORD_FILE)):
         if set(path.relative_to(root).parts) & set(exclude):
@@ -58,6 +64,7 @@ def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL)) ->
             for key, value in zip((*KEYS, "action", "seed"), run):
                 rows[f"run_{key}"] = value
             rows["run_dir"] = str(path.parent)
+            rows["run_digest"] = work_digest(record["config"])
         except (OSError, ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
             skipped.append(f"skipped {path}: {err}")
             continue
@@ -73,10 +80,39 @@ def _interval(correct: np.ndarray, rng: np.random.Generator, resamples: int) -> 
     return 100 * low, 100 * high
 
 
+def with_human(images: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """The per-image rows with people's majority verdicts (human.*), NaN where nobody judged the image, when
+    results_dir holds a human-judgments database; the rows unchanged otherwise."""
+    path = Path(results_dir) / DB_FILE
+    if not path.is_file():
+        return images
+    verdicts = majority(read_votes(path)).rename(columns={"digest": "run_digest"})
+    return images.merge(verdicts, on=["run_digest", "file"], how="left")
+
+
+def _human(images: pd.DataFrame, rng: np.random.Generator, resamples: int) -> dict:
+    """People's figures over the images they judged, with 95% intervals, and the automated verdicts'
+    agreement with theirs there (percent, Cohen's kappa). Images nobody judged are left out, not counted wrong."""
+    judged = images[images["human.action_correct"].notna()]
+    if judged.empty:
+        return {"Human_images": 0}
+    action = judged["human.action_correct"].astype(float).to_numpy()
+    subject = judged["human.subject_correct"].astype(float).to_numpy()
+    row = {"Human_images": len(judged)}
+    for name, values in zip(HUMAN, (action, subject, action * subject)):
+        row[name] = 100 * values.mean()
+        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples)
+    for name, people in (("Action", action), ("Subject", subject)):
+        row[f"Agree_{name}"], row[f"Kappa_{name}"] = agreement(judged[f"{name.lower()}_correct"].astype(bool).tolist(),
+                                                               people.astype(bool).tolist())
+    return row
+
+
 def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0) -> pd.DataFrame:
-    """Per group (`by`: record keys): image count, Action / Subject / Total in % with 95% intervals, and the
-    CLIP-proxy figures where the records have them."""
+    """Per group (`by`: record keys): image count, Action / Subject / Total in % with 95% intervals, the
+    CLIP-proxy figures where the records have them, and people's figures where `images` has them (human.*)."""
     rng = np.random.default_rng(seed)
+    human_rng = np.random.default_rng([seed, 1])  # people's votes never shift the automated intervals
 
     def column(name: str) -> pd.Series:  # floats 0/1 (or a similarity); NaN where a record lacks it
         return images[name].astype(float) if name in images else pd.Series(np.nan, index=images.index)
@@ -96,38 +132,58 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
             row[name] = np.nan if np.isnan(values).any() else (values.mean() if name in SIMILARITIES else 100 * values.mean())
             if name in ("Action", "Subject", "Total"):
                 row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples)
+        if "human.action_correct" in images:
+            row |= _human(images.loc[part.index], human_rng, resamples)
         rows.append(row)
     return pd.DataFrame(rows).round(3)
 
 
+def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list[str], by: str = "Total") -> str:
+    """A markdown table of one benchmark x model, best `by` first; the best of each `bold` column in bold."""
+    best = {c: part[c].max() for c in bold}
+    lines = ["| method | " + " | ".join(counts + columns) + " |", "|---" * (len(counts) + len(columns) + 1) + "|"]
+    for _, row in part.sort_values(by, ascending=False).iterrows():
+        cells = []
+        for c in columns:
+            text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES or c.startswith('Kappa') else 2}f}"
+            text += f" [{row[c + '_low']:.1f}, {row[c + '_high']:.1f}]" if f"{c}_low" in row and pd.notna(row[c]) else ""
+            cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
+        lines.append(f"| {row['method']} | " + " | ".join([str(row[c]) for c in counts] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(board: pd.DataFrame) -> str:
-    """One table per benchmark x model; the best Action / Subject / Total of each in bold."""
+    """One table per benchmark x model, and one of people's verdicts where there are any; the best Action /
+    Subject / Total of each in bold."""
     parts = ["# Leaderboard\n", "Action / Subject / Total: % of images judged right, mean over all images of all "
              "actions, [95% bootstrap interval over images]; CLIP_*: the same verdicts from the CLIP proxy; "
              "cosines: mean CLIP image-exemplar and image-subject-text similarity. Generated by "
              "`python -m actionbench.leaderboard`.\n"]
+    if "Human_images" in board and board.Human_images.gt(0).any():
+        parts.append("People: Human_Action / Human_Subject / Human_Total: % of the images people judged "
+                     "(`python -m actionbench.judge`) that the majority of their raters found right, a tie counting "
+                     "as not right, [95% bootstrap interval]; images nobody judged are left out. Agree_* / Kappa_*: "
+                     "how often the automated verdicts above match people's on those images, in % and as Cohen's "
+                     "kappa (1: always, 0: no better than chance).\n")
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         parts.append(f"## {benchmark} / {model}\n")
         columns = ["Action", "Subject", "Total"] + [c for c in ("CLIP_Action", "CLIP_Subject", "CLIP_Total", *SIMILARITIES)
                                                      if part[c].notna().any()]
-        best = {c: part[c].max() for c in columns if c not in SIMILARITIES}  # more exemplar likeness is not better
-        lines = ["| method | actions | images | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
-        for _, row in part.sort_values("Total", ascending=False).iterrows():
-            cells = []
-            for c in columns:
-                text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES else 2}f}"
-                text += f" [{row[c + '_low']:.1f}, {row[c + '_high']:.1f}]" if f"{c}_low" in row else ""
-                cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
-            lines.append(f"| {row['method']} | {row['actions']} | {row['images']} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines) + "\n")
+        bold = [c for c in columns if c not in SIMILARITIES]  # more exemplar likeness is not better
+        parts.append(_table(part, ["actions", "images"], columns, bold))
+        if "Human_images" in part and part.Human_images.gt(0).any():
+            parts.append(f"### People's verdicts, {benchmark} / {model}\n")
+            parts.append(_table(part, ["Human_images"], [*HUMAN, *AGREEMENT], list(HUMAN), "Human_Total"))
     return "\n".join(parts)
 
 
 def build(results_dir: Path, resamples: int = 1000):
-    """Per-image rows, the leaderboard, the per-action board, and the messages of records skipped."""
+    """Per-image rows (with people's verdicts where there are any), the leaderboard, the per-action board, and
+    the messages of records skipped."""
     images, skipped = read_records(results_dir)
     if images.empty:
         return images, pd.DataFrame(), pd.DataFrame(), skipped
+    images = with_human(images, results_dir)
     return images, summarise(images, KEYS, resamples), summarise(images, [*KEYS, "action"], resamples), skipped
 
 
@@ -156,6 +212,10 @@ def html(board: pd.DataFrame, made: list[tuple[str, Path]], out: Path) -> str:
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         table = part.drop(columns=["benchmark", "model"]).sort_values("Total", ascending=False)
         sections.append(f"<h2>{benchmark} / {model}</h2>" + table.to_html(index=False, na_rep="–", float_format="%.2f"))
+    people = ("<p>Human_Action / Human_Subject / Human_Total: % of the images people judged (majority of raters, a "
+              "tie counting as not right) with 95% intervals, over Human_images images; Agree_* and Kappa_*: the "
+              "automated verdicts' agreement with people's on those images (%, Cohen's kappa).</p>"
+              if "Human_images" in board else "")
     figures = "".join(f'<figure><img src="{path.relative_to(out).as_posix()}" alt="{caption}"><figcaption>{caption}'
                       "</figcaption></figure>" for caption, path in made)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>ActionBench leaderboard</title><style>"
@@ -163,7 +223,7 @@ def html(board: pd.DataFrame, made: list[tuple[str, Path]], out: Path) -> str:
             "padding:2px 6px}figure{display:inline-block;margin:1em}img{max-width:100%}</style></head><body>"
             "<h1>ActionBench leaderboard</h1><p>Action / Subject / Total: % of images judged right over all images of "
             "all actions, with 95% bootstrap intervals (_low, _high). Generated by "
-            f"<code>python -m actionbench.leaderboard</code>.</p>{''.join(sections)}{figures}</body></html>\n")
+            f"<code>python -m actionbench.leaderboard</code>.</p>{people}{''.join(sections)}{figures}</body></html>\n")
 
 
 def main(argv: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 from actionbench.files import write_json
 
 RECORD_FILE = "record.json"
+SPEED_ONLY = ("generation_batch_size",)  # change how fast a run goes, not what it computes
 PACKAGES = ("actionbench", "torch", "diffusers", "transformers", "peft", "open_clip_torch", "hydra-core", "safetensors")
 
 
@@ -27,3 +30,10 @@ def write_record(run_dir: Path, record: dict) -> Path:
     path = Path(run_dir) / RECORD_FILE
     write_json(path, {"complete": True, **record, "versions": package_versions()})
     return path
+
+
+def work_digest(config: dict) -> str:
+    """What a run's artifact and images depend on: its config less the scorer, the bookkeeping keys and the
+    speed-only ones. With an image's file name it identifies the image (human judgments are keyed by both)."""
+    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "cache_dir", *SPEED_ONLY)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -3,7 +3,6 @@ subject, score every image, and write one record. Configuration: `conf/` (see --
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -24,7 +23,7 @@ from actionbench.errors import UserError, check_positive
 from actionbench.files import write_json
 from actionbench.generate import generate_images
 from actionbench.models import resolve_device, resolve_dtype
-from actionbench.records import RECORD_FILE, write_record
+from actionbench.records import RECORD_FILE, SPEED_ONLY, work_digest, write_record
 
 
 def seed_everything(seed: int) -> None:
@@ -41,9 +40,6 @@ def build(node: DictConfig, **kwargs):
         if isinstance(err.__cause__, UserError):
             raise err.__cause__ from None
         raise
-
-
-SPEED_ONLY = ("generation_batch_size",)  # change how fast a run goes, not what it computes
 
 
 def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
@@ -68,13 +64,6 @@ def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
 
 TRAINED_FILE = "trained.json"  # in the artifact folder, written once training has finished
 STARTED_FILE = "started.json"  # in the artifact folder, written before training starts: whose checkpoints these are
-
-
-def work_digest(config: dict) -> str:
-    """What a run's artifact and images depend on: its config less the scorer, the bookkeeping keys and the
-    speed-only ones."""
-    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "cache_dir", *SPEED_ONLY)}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def recorded_digest(path: Path) -> str | None:

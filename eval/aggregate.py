@@ -22,3 +22,16 @@ def aggregate(per_image: list[dict]) -> dict:
         if key in per_image[0]:  # similarity scorers only; judges give verdicts alone
             summary[key] = fmean(s[key] for s in per_image)
     return summary
+
+
+def agreement(first: list[bool], second: list[bool]) -> tuple[float, float]:
+    """How far two sets of yes/no verdicts on the same images agree: percent agreement, and Cohen's kappa, the
+    agreement beyond what chance would give at each set's own yes rate (1 perfect, 0 chance level, below 0
+    worse than chance; NaN when both always say the same one thing, where chance already agrees fully)."""
+    if len(first) != len(second) or not first:
+        raise ValueError("agreement needs two equally long, non-empty lists of verdicts")
+    n = len(first)
+    observed = sum(bool(a) == bool(b) for a, b in zip(first, second)) / n
+    yes_first, yes_second = sum(map(bool, first)) / n, sum(map(bool, second)) / n
+    chance = yes_first * yes_second + (1 - yes_first) * (1 - yes_second)
+    return 100.0 * observed, (observed - chance) / (1 - chance) if chance < 1 else float("nan")

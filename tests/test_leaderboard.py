@@ -20,6 +20,7 @@ def _record(folder, method, action, verdicts, model="synthetic", clip=None, over
         Image.new("RGB", (32, 32), (40 * i % 255, 90, 160)).save(path.parent / "images" / f"{i}.png")
     path.write_text(json.dumps({"complete": True, "benchmark": "synthetic", "model": model, "method": method,
                                 "action": action, "seed": 0, "images": images,
+                                "config": {"model": model, "method": method, "action": action, "overrides": overrides},
                                 "overrides": [f"method={method}", f"action={action}", *overrides]}))
     return path
 
