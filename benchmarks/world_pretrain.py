@@ -28,14 +28,15 @@ from actionbench.world.render import random_dataset
 def seconds_per_step(phase: str, steps: int, cfg: pretrain.PretrainConfig) -> float:
     def timed(n: int) -> float:
         with tempfile.TemporaryDirectory() as work:
-            run_cfg = dataclasses.replace(cfg, vae_steps=n, steps=n, checkpoint_every=10**9, warmup_steps=1)
+            run_cfg = dataclasses.replace(cfg, vae_steps=n, steps=n, checkpoint_every=10**9, warmup_steps=1,
+                                          curve_every_minutes=0)
             _, text_encoder, vae, unet, scheduler = pretrain.components(run_cfg)
             images = np.random.default_rng(0).integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
             start = time.perf_counter()
             if phase == "vae":
                 pretrain.train_vae(vae, images, run_cfg, Path(work), torch.device(cfg.device))
             else:
-                latent = torch.randn(512, 4, 8, 8)
+                latent = torch.randn(512, cfg.latent_channels, 8, 8)
                 ids = torch.randint(0, 49406, (512, 77))
                 pretrain.train_unet(unet, text_encoder, scheduler, latent, latent.abs(), ids, run_cfg, Path(work),
                                     torch.device(cfg.device), 1.0, ids[0])

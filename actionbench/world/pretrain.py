@@ -2,19 +2,23 @@
 
 A diffusers folder (`StableDiffusionPipeline.from_pretrained(folder)`): a small CLIP text encoder over the
 real CLIP BPE tokenizer, a cross-attention UNet2DConditionModel with v-prediction, a trained AutoencoderKL
-(32 px images <-> 8x8x4 latents) and a DDIM scheduler, so every method runs on it through the code that runs
+(32 px images <-> 8x8x16 latents) and a DDIM scheduler, so every method runs on it through the code that runs
 on SD 2.1. Captions name the 8 known actions ("a red fox waving"); the 8 benchmark actions appear only under
 the subject's name, so the model can draw them but has no word for them.
 
     python -m actionbench.world.pretrain [key=value ...]    e.g. steps=200 out_dir=/tmp/m  (a quick try)
 
 Deterministic from the config and seed on a given device; resumable: rerun the same command after an
-interruption and it continues from the last checkpoint in `work_dir`. Then run
+interruption and it continues from the last checkpoint in `work_dir`. Two gates keep a weak model from being
+trained on: the VAE's round trip must keep the judges right on `vae_gate` (action, subject %) of unseen
+renders before the UNet starts (`below_gate=true` overrides), and every `curve_every_minutes` the UNet's EMA
+weights are judged on a fixed prompt set (the learning curve in the real metric, in training.json). Then run
 `python -m actionbench.world.quality` to measure the model and write its card.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -48,12 +52,17 @@ class PretrainConfig:
     # Text encoder (CLIP architecture, trained jointly with the UNet)
     text_width: int = 64
     text_layers: int = 3
-    # VAE: 32 px <-> 8x8x4
+    # VAE: 32 px <-> 8x8 x latent_channels (4 channels lose the thin limbs that tell actions apart)
+    latent_channels: int = 16
     vae_channels: tuple[int, ...] = (32, 64, 64)
     vae_steps: int = 1000
     vae_batch_size: int = 32
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
+    vae_minutes: float | None = None  # set: `vae_steps` becomes what fits this budget, timed on the first steps
+    vae_gate: tuple[float, float] = (97.0, 99.0)  # round trip judged right (action, subject %), else stop
+    below_gate: bool = False  # true: train the UNet on a VAE below the gate anyway
+    vae_only: bool = False  # stop once the VAE is trained and judged (to compare VAE settings)
     # UNet (v-prediction) + text encoder
     unet_channels: tuple[int, ...] = (64, 128, 128)  # 8x8, 4x4, 2x2 latents
     unet_plain_levels: int = 1  # leading levels without attention (cheap on a CPU); the rest cross-attend
@@ -66,8 +75,15 @@ class PretrainConfig:
     weight_decay: float = 0.0
     snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al., 2023); 0 turns it off
     ema_decay: float = 0.999
+    unet_minutes: float | None = None  # set: `steps` becomes what fits this budget, timed on the first steps
+    mixed_precision: str = "no"  # no | bf16 (autocast; the weights and optimizer stay fp32)
+    channels_last: bool = False
     checkpoint_every: int = 250
     reconstruction_images: int = 2000  # unseen renders judged after a VAE round trip (a ceiling for the UNet)
+    curve_every_minutes: float = 5.0  # judge the EMA weights on the fixed prompt set this often (0: never)
+    curve_guidance: float = 5.0
+    curve_inference_steps: int = 25
+    init_from: str | None = None  # a model folder to continue from: its VAE is kept, its UNet and text encoder train on
     work_dir: str = "results/world_pretrain"  # dataset cache and checkpoints (resumable)
     out_dir: str | None = None  # None: the package's committed model folder
 
@@ -89,13 +105,14 @@ def components(cfg: PretrainConfig):
     ))
     levels = len(cfg.vae_channels)
     vae = AutoencoderKL(
-        sample_size=32, in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(cfg.vae_channels),
+        sample_size=32, in_channels=3, out_channels=3, latent_channels=cfg.latent_channels, block_out_channels=tuple(cfg.vae_channels),
         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
         layers_per_block=1, norm_num_groups=16,
     )
     levels = len(cfg.unet_channels)
     unet = UNet2DConditionModel(
-        sample_size=32 // 2 ** (len(cfg.vae_channels) - 1), in_channels=4, out_channels=4,
+        sample_size=32 // 2 ** (len(cfg.vae_channels) - 1), in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
         block_out_channels=tuple(cfg.unet_channels), layers_per_block=cfg.unet_layers,
         down_block_types=("DownBlock2D",) * cfg.unet_plain_levels + ("CrossAttnDownBlock2D",) * (levels - cfg.unet_plain_levels),
         up_block_types=("CrossAttnUpBlock2D",) * (levels - cfg.unet_plain_levels) + ("UpBlock2D",) * cfg.unet_plain_levels,
@@ -146,11 +163,19 @@ def lr_at(step: int, cfg: PretrainConfig, total: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
 
 
+# The settings each phase's result depends on: a VAE checkpoint stays valid when only UNet settings change.
+DATA_FIELDS = ("seed", "images", "subject_only_p")
+VAE_FIELDS = DATA_FIELDS + ("latent_channels", "vae_channels", "vae_steps", "vae_batch_size", "vae_learning_rate",
+                            "vae_kl_weight", "warmup_steps")
+
+
 class Checkpoint:
     """One file per phase in work_dir, written atomically; holds everything a resumed run needs."""
 
-    def __init__(self, work: Path, phase: str, cfg: PretrainConfig):
-        self.path, self.cfg = work / f"{phase}.pt", asdict(cfg)
+    def __init__(self, work: Path, phase: str, cfg: PretrainConfig, fields: tuple[str, ...] | None = None):
+        config = asdict(cfg)
+        self.path = work / f"{phase}.pt"
+        self.cfg = {k: config[k] for k in fields} if fields else config
 
     def load(self) -> dict | None:
         if not self.path.exists():
@@ -168,10 +193,10 @@ class Checkpoint:
 
 def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> list[float]:
     """Reconstruction (L1 + MSE) plus a small KL term: smooth, well-scaled latents for the UNet."""
-    checkpoint = Checkpoint(work, "vae", cfg)
+    checkpoint = Checkpoint(work, "vae", cfg, VAE_FIELDS)
     vae.to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_learning_rate, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    generator = torch.Generator(device).manual_seed(cfg.seed + 1)
     state, start, losses, seconds = checkpoint.load(), 0, [], 0.0
     if state:
         vae.load_state_dict(state["model"])
@@ -180,23 +205,31 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
         start, losses, seconds = state["step"], state["losses"], state["seconds"]
     began = time.perf_counter()
     vae.to(device).train()
+    data = torch.from_numpy(images).to(device)  # uint8 on the device; batches are converted there
+    pending = []  # per-step losses still on the device (one sync per checkpoint, not per step)
     bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="VAE", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, cfg.vae_steps, cfg.vae_learning_rate)
-        index = torch.randint(len(images), (cfg.vae_batch_size,), generator=generator)
-        batch = pixels(images[index.numpy()]).to(device)
+        index = torch.randint(len(data), (cfg.vae_batch_size,), generator=generator, device=device)
+        batch = data[index].permute(0, 3, 1, 2).float() / 127.5 - 1
         posterior = vae.encode(batch).latent_dist
-        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
+        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=device)
         reconstruction = vae.decode(latents).sample
         loss = (F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
                 + cfg.vae_kl_weight * posterior.kl().mean())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
+        pending.append(loss.detach())
+        last = step + 1 == cfg.vae_steps
+        if (step + 1) % 50 == 0 or last:
+            losses += torch.stack(pending).tolist()
+            pending = []
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or last:
+            losses += torch.stack(pending).tolist() if pending else []
+            pending = []
             checkpoint.save(model=vae.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
                             step=step + 1, losses=losses, seconds=seconds + time.perf_counter() - began)
     return losses, seconds + time.perf_counter() - began
@@ -216,9 +249,13 @@ def reconstruction_judged(vae, cfg: PretrainConfig, device: torch.device) -> dic
     decoded = ((decoded.clamp(-1, 1) + 1) / 2 * 255).round() / 255
     result = {}
     for kind, labels in (("action", action_ids), ("subject", subject_ids)):
-        predicted, _ = Judge.load(kind).predict(decoded)
+        predicted, _ = Judge.load(kind).predict(decoded, device)
         result[kind] = round(100 * float((predicted.numpy() == labels).mean()), 1)
     return result
+
+
+def gate_passed(reconstruction: dict[str, float], gate: tuple[float, float]) -> bool:
+    return reconstruction["action"] >= gate[0] and reconstruction["subject"] >= gate[1]
 
 
 @torch.no_grad()
@@ -233,47 +270,135 @@ def encode(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tensor,
     return torch.cat(means), torch.cat(stds)
 
 
+def curve_prompts() -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The fixed prompt set of the learning curve: every evaluation subject with every known action, once."""
+    from actionbench.world.render import EVAL_SUBJECTS, KNOWN_ACTIONS
+
+    pairs = [(s, a) for s in EVAL_SUBJECTS for a in KNOWN_ACTIONS]
+    return ([f"{s.prompt} {a.phrase}" for s, a in pairs], np.array([SUBJECTS.index(s) for s, _ in pairs]),
+            np.array([ACTIONS.index(a) for _, a in pairs]))
+
+
+def curve_point(action_ok: np.ndarray, subject_ok: np.ndarray, step: int, seconds: float) -> dict:
+    """One point of the learning curve: % judged right (action, subject, both) after `step` steps."""
+    return {"step": step, "minutes": round(seconds / 60, 2), "action": round(100 * float(action_ok.mean()), 1),
+            "subject": round(100 * float(subject_ok.mean()), 1),
+            "both": round(100 * float((action_ok & subject_ok).mean()), 1)}
+
+
+class CurveJudge:
+    """Draws the fixed prompt set with the current (EMA) weights, as every run generates, and judges it."""
+
+    def __init__(self, tokenizer, text_encoder, vae, unet, scheduler, cfg: PretrainConfig, device: torch.device):
+        from diffusers import StableDiffusionPipeline
+
+        from actionbench.world.judges import Judge
+
+        self.pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                            scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                            requires_safety_checker=False)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.judges = {kind: Judge.load(kind) for kind in ("action", "subject")}
+        self.prompts, self.subjects, self.actions = curve_prompts()
+        self.cfg, self.device = cfg, device
+
+    @torch.no_grad()
+    def __call__(self, step: int, seconds: float) -> dict:
+        from actionbench.models import TextToImageModel
+        from actionbench.world.quality import QualityConfig, generate, judged
+
+        cfg = self.cfg
+        model = TextToImageModel(self.pipe, "training", 32, cfg.curve_inference_steps, cfg.curve_guidance)
+        quality = QualityConfig(samples=1, inference_steps=cfg.curve_inference_steps, batch_size=256, seed=cfg.seed,
+                                device=str(self.device))
+        modules = (self.pipe.unet, self.pipe.text_encoder)
+        for module in modules:
+            module.eval()
+        try:
+            verdict = judged(generate(model, self.prompts, quality, 0), self.judges, quality.min_confidence, self.device)
+        finally:
+            for module in modules:
+                module.train()
+        return curve_point(verdict["action"] == self.actions, verdict["subject"] == self.subjects, step, seconds)
+
+
+def swapped_in(params: list[torch.Tensor], ema: list[torch.Tensor]):
+    """Context: the EMA weights in place of the trained ones (for judging), restored afterwards."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def swap():
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, saved)
+
+    return swap()
+
+
 def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: PretrainConfig, work: Path,
-               device: torch.device, scaling_factor: float, empty_ids: torch.Tensor):
-    """v-prediction on sampled latents, jointly with the text encoder; EMA weights are what ships."""
+               device: torch.device, scaling_factor: float, empty_ids: torch.Tensor, judge_curve=None):
+    """v-prediction on sampled latents, jointly with the text encoder; EMA weights are what ships.
+
+    `judge_curve(step, seconds)`, if given, is called with the EMA weights in place every
+    `curve_every_minutes` of training time (and at the end); its points are the learning curve."""
     checkpoint = Checkpoint(work, "unet", cfg)
     unet.to(device)
     text_encoder.to(device)
+    if cfg.channels_last:
+        unet.to(memory_format=torch.channels_last)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
-    generator = torch.Generator().manual_seed(cfg.seed + 2)
-    state, start, losses, seconds = checkpoint.load(), 0, [], 0.0
+    generator = torch.Generator(device).manual_seed(cfg.seed + 2)
+    state, start, losses, seconds, curve = checkpoint.load(), 0, [], 0.0, []
     if state:
         unet.load_state_dict(state["unet"])
         text_encoder.load_state_dict(state["text_encoder"])
         ema = [e.clone() for e in state["ema"]]
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        start, losses, seconds = state["step"], state["losses"], state["seconds"]
-    began = time.perf_counter()
+        start, losses, seconds, curve = state["step"], state["losses"], state["seconds"], state["curve"]
     unet.to(device).train()
     text_encoder.to(device).train()
     ema = [e.to(device) for e in ema]
+    means, stds, caption_ids, empty_ids = means.to(device), stds.to(device), caption_ids.to(device), empty_ids.to(device)
     alphas = scheduler.alphas_cumprod.to(device)
     snr_all = alphas / (1 - alphas)
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
+    next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60 if cfg.curve_every_minutes else math.inf
+    pending, began = [], time.perf_counter()
+
+    def elapsed() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return seconds + time.perf_counter() - began
+
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="UNet", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, cfg.steps, cfg.learning_rate)
-        index = torch.randint(len(means), (cfg.batch_size,), generator=generator)
-        noise_latent = torch.randn(means[index].shape, generator=generator)
-        latents = ((means[index] + stds[index] * noise_latent) * scaling_factor).to(device)
+        index = torch.randint(len(means), (cfg.batch_size,), generator=generator, device=device)
+        noise_latent = torch.randn(means[index].shape, generator=generator, device=device)
+        latents = (means[index] + stds[index] * noise_latent) * scaling_factor
         ids = caption_ids[index].clone()
-        ids[torch.rand(cfg.batch_size, generator=generator) < cfg.caption_dropout] = empty_ids
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
+        ids[torch.rand(cfg.batch_size, generator=generator, device=device) < cfg.caption_dropout] = empty_ids
+        noise = torch.randn(latents.shape, generator=generator, device=device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=generator,
+                                  device=device)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         target = scheduler.get_velocity(latents, noise, timesteps)
-        hidden = text_encoder(ids.to(device))[0]
-        prediction = unet(noisy, timesteps, hidden).sample
-        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+        if cfg.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            hidden = text_encoder(ids)[0]
+            prediction = unet(noisy, timesteps, hidden).sample
+        per_sample = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
             snr = snr_all[timesteps]
             per_sample = per_sample * torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
@@ -285,19 +410,81 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        pending.append(loss.detach())
+        last = step + 1 == cfg.steps
+        if (step + 1) % 50 == 0 or last:
+            losses += torch.stack(pending).tolist()
+            pending = []
+            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+            if judge_curve and (elapsed() >= next_curve or last):
+                now = elapsed()
+                with swapped_in(params, ema):
+                    curve.append(judge_curve(step + 1, now))
+                print(f"curve: {curve[-1]}", flush=True)
+                next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60
+                seconds, began = now, time.perf_counter()  # judging time is not training time
+        if (step + 1) % cfg.checkpoint_every == 0 or last:
+            losses += torch.stack(pending).tolist() if pending else []
+            pending = []
             checkpoint.save(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), ema=[e.cpu() for e in ema],
                             optimizer=optimizer.state_dict(), generator=generator.get_state(), step=step + 1,
-                            losses=losses, seconds=seconds + time.perf_counter() - began)
+                            losses=losses, seconds=elapsed(), curve=curve)
     with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
-    return losses, seconds + time.perf_counter() - began
+        torch._foreach_copy_(params, ema)
+    if cfg.channels_last:
+        unet.to(memory_format=torch.contiguous_format)
+    return losses, elapsed(), curve
 
 
-def loss_curve(vae_losses: list[float], unet_losses: list[float], path: Path) -> None:
+def seconds_per_step(run, short: int = 15, long: int = 65) -> float:
+    """`run(steps)` trains a throwaway copy for that many steps and returns its seconds; the difference
+    between a long and a short run leaves start-up costs (allocation, kernel selection) out. A noisy,
+    shared machine can make that difference meaningless; then the long run's plain mean is used."""
+    short_seconds = run(short)
+    long_seconds = run(long)
+    difference = (long_seconds - short_seconds) / (long - short)
+    return difference if difference > 0.5 * long_seconds / long else long_seconds / long
+
+
+def resolve_steps(cfg: PretrainConfig, work: Path, phase: str, measure) -> PretrainConfig:
+    """With a time budget (`vae_minutes`, `unet_minutes`), fix the phase's step count once per work_dir (a
+    resumed run keeps the count it started with) and return the config as it then stands: steps set, budget
+    cleared, so the written config reproduces the run."""
+    budget_key, steps_key = f"{phase}_minutes", "vae_steps" if phase == "vae" else "steps"
+    minutes = getattr(cfg, budget_key)
+    if minutes is None:
+        return cfg
+    record = work / f"{phase}_steps-{minutes}min.json"
+    if record.exists():
+        timing = json.loads(record.read_text())
+    else:
+        per_step = measure()
+        timing = {"seconds_per_step": per_step, "steps": max(cfg.warmup_steps + 1, int(minutes * 60 / per_step))}
+        write_atomic(record, (json.dumps(timing) + "\n").encode())
+    print(f"{phase}: {timing['seconds_per_step']:.4f} s per step; {timing['steps']} steps fit {minutes} min", flush=True)
+    resolved = copy.deepcopy(cfg)
+    setattr(resolved, steps_key, timing["steps"])
+    setattr(resolved, budget_key, None)
+    return resolved
+
+
+def probe(cfg: PretrainConfig, steps_key: str, steps: int) -> PretrainConfig:
+    """A copy of the config for a throwaway timing run of `steps` steps."""
+    probe_cfg = copy.deepcopy(cfg)
+    setattr(probe_cfg, steps_key, steps)
+    probe_cfg.checkpoint_every, probe_cfg.vae_minutes, probe_cfg.unet_minutes = 10**9, None, None
+    return probe_cfg
+
+
+def timed_run(train, module_copies, cfg: PretrainConfig, steps_key: str, steps: int) -> float:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return train(*module_copies(), probe(cfg, steps_key, steps), Path(tmp))
+
+
+def training_plot(vae_losses: list[float], unet_losses: list[float], curve: list[dict], path: Path) -> None:
+    """Loss of each phase, and the learning curve in the real metric (judged right vs training minutes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,19 +494,26 @@ def loss_curve(vae_losses: list[float], unet_losses: list[float], path: Path) ->
         values = np.asarray(values)
         return np.convolve(values, np.ones(window) / window, mode="valid") if len(values) > window else values
 
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     for ax, losses, title in ((axes[0], vae_losses, "VAE (L1 + MSE + KL)"), (axes[1], unet_losses, "UNet (min-SNR v-loss)")):
         ax.plot(smooth(losses))
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_yscale("log")
+    for key in ("action", "subject", "both"):
+        axes[2].plot([p["minutes"] for p in curve], [p[key] for p in curve], marker=".", label=key)
+    axes[2].set(title="EMA weights judged right (%), fixed prompts", xlabel="UNet training minutes", ylim=(0, 100))
+    axes[2].legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
 def save_pipeline(tokenizer, text_encoder, vae, unet, scheduler, out: Path, extra: dict[str, bytes]) -> None:
-    """fp16 safetensors in diffusers' layout (loading in fp32 upcasts); replaces `out` atomically."""
+    """fp16 safetensors in diffusers' layout; replaces `out` atomically.
+
+    Loading with no dtype gives fp32 in both libraries: diffusers upcasts to fp32 by default, and the text
+    encoder's config names float32 as its dtype (transformers otherwise loads the stored fp16)."""
     from diffusers import StableDiffusionPipeline
 
     for module in (text_encoder, vae, unet):
@@ -330,6 +524,10 @@ def save_pipeline(tokenizer, text_encoder, vae, unet, scheduler, out: Path, extr
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    text_config = tmp / "text_encoder" / "config.json"
+    config = json.loads(text_config.read_text())
+    config.update({key: "float32" for key in ("dtype", "torch_dtype") if key in config} or {"dtype": "float32"})
+    text_config.write_text(json.dumps(config, indent=2) + "\n")
     for name, data in extra.items():
         (tmp / name).write_bytes(data)
     old = out.with_name(out.name + ".old")
@@ -346,35 +544,65 @@ def main(argv: list[str]) -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     tokenizer, text_encoder, vae, unet, scheduler = components(cfg)
+    source = None
+    if cfg.init_from:  # continue a trained model (e.g. one trained on a GPU, continued on a CPU)
+        from diffusers import StableDiffusionPipeline
+
+        trained = StableDiffusionPipeline.from_pretrained(cfg.init_from)
+        tokenizer, text_encoder, vae, unet = trained.tokenizer, trained.text_encoder, trained.vae, trained.unet
+        source = json.loads((Path(cfg.init_from) / "training.json").read_text())
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in
               (("text_encoder", text_encoder), ("vae", vae), ("unet", unet))}
     print("parameters:", ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts.items()))
     data = dataset(cfg, work)
-    vae_losses, vae_seconds = train_vae(vae, data["images"], cfg, work, device)
+    if source:
+        vae_losses, vae_seconds = [], 0.0
+    else:
+        cfg = resolve_steps(cfg, work, "vae", lambda: seconds_per_step(lambda steps: timed_run(
+            lambda v, c, w: train_vae(v, data["images"], c, w, device)[1], lambda: (copy.deepcopy(vae),), cfg,
+            "vae_steps", steps)))
+        vae_losses, vae_seconds = train_vae(vae, data["images"], cfg, work, device)
     reconstruction = reconstruction_judged(vae, cfg, device)
-    print("VAE reconstructions judged right (%):", reconstruction)
+    passed = gate_passed(reconstruction, cfg.vae_gate)
+    print(f"VAE round trip judged right (%): {reconstruction}; gate {list(cfg.vae_gate)}: "
+          f"{'passed' if passed else 'NOT passed'}", flush=True)
+    write_atomic(work / "vae_judged.json", (json.dumps({**reconstruction, "gate_passed": passed,
+                                                        "minutes": round(vae_seconds / 60, 2)}) + "\n").encode())
+    if cfg.vae_only:
+        return
+    if not passed and not cfg.below_gate:
+        raise SystemExit(f"the VAE is below the gate {list(cfg.vae_gate)} (action, subject %): {reconstruction}. "
+                         "Train it longer (vae_steps=...), wider (vae_channels=..., latent_channels=...), or pass "
+                         "below_gate=true to train the UNet on it anyway.")
     means, stds = encode(vae, data["images"], device)
-    scaling_factor = float(1 / means.std())
+    scaling_factor = vae.config.scaling_factor if source else float(1 / means.std())  # a continued UNet keeps its scale
     vae.register_to_config(scaling_factor=scaling_factor)
     caption_ids = token_ids(tokenizer, list(data["captions"]), "cpu")
     empty_ids = token_ids(tokenizer, [""], "cpu")[0]  # the dropped caption, for classifier-free guidance
-    unet_losses, unet_seconds = train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg, work, device,
-                             scaling_factor, empty_ids)
+    unet_inputs = (scheduler, means, stds, caption_ids)
+    cfg = resolve_steps(cfg, work, "unet", lambda: seconds_per_step(lambda steps: timed_run(
+        lambda u, t, c, w: train_unet(u, t, *unet_inputs, c, w, device, scaling_factor, empty_ids)[1],
+        lambda: (copy.deepcopy(unet), copy.deepcopy(text_encoder)), cfg, "steps", steps)))
+    judge_curve = (CurveJudge(tokenizer, text_encoder, vae.to(device), unet, scheduler, cfg, device)
+                   if cfg.curve_every_minutes else None)
+    unet_losses, unet_seconds, curve = train_unet(unet, text_encoder, *unet_inputs, cfg, work, device,
+                                                  scaling_factor, empty_ids, judge_curve)
     minutes = (time.perf_counter() - started) / 60
     print(f"VAE {vae_seconds / 60:.1f} min, UNet {unet_seconds / 60:.1f} min (over all resumed runs)")
-    curve = work / "loss.png"
-    loss_curve(vae_losses, unet_losses, curve)
+    plot = work / "training.png"
+    training_plot(vae_losses, unet_losses, curve, plot)
     training = {"config": asdict(cfg), "parameters": counts, "scaling_factor": scaling_factor,
                 "minutes_this_invocation": round(minutes, 1), "device": str(device),
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "minutes": {"vae": round(vae_seconds / 60, 1), "unet": round(unet_seconds / 60, 1)},
-                "vae_reconstruction_judged_right": reconstruction,
+                "vae_reconstruction_judged_right": reconstruction, "vae_gate_passed": passed, "curve": curve,
+                "initialised_from": source,
                 "threads": torch.get_num_threads(), "final_loss": {"vae": float(np.mean(vae_losses[-100:])),
                                                                      "unet": float(np.mean(unet_losses[-100:]))}}
     save_pipeline(tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), scheduler, out, {
         "training.json": (json.dumps(training, indent=2) + "\n").encode(),
         "training.yaml": OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode(),
-        "loss.png": curve.read_bytes(),
+        "training.png": plot.read_bytes(),
     })
     print(f"wrote {out} ({minutes:.1f} min); measure it with: python -m actionbench.world.quality model={out}")
 

@@ -53,11 +53,12 @@ def generate(model, prompts: list[str], cfg: QualityConfig, offset: int) -> np.n
     return np.stack(images)
 
 
-def judged(images: np.ndarray, judges: dict[str, Judge], min_confidence: float) -> dict[str, np.ndarray]:
+def judged(images: np.ndarray, judges: dict[str, Judge], min_confidence: float,
+           device: torch.device = torch.device("cpu")) -> dict[str, np.ndarray]:
     """Each judge's class index per image; -1 where it abstains."""
     result = {}
     for kind, judge in judges.items():
-        label, confidence = judge.predict(to_pixels(images))
+        label, confidence = judge.predict(to_pixels(images), device)
         result[kind] = np.where(confidence.numpy() >= min_confidence, label.numpy(), -1)
     return result
 
@@ -106,6 +107,9 @@ def sample_grid(named: np.ndarray, unnamed: np.ndarray, samples: int) -> Image.I
     return canvas
 
 
+BARS = {"both": (90.0, 75.0), "subject_alone": 95.0, "pose_appears": 4.0}  # issue-set quality bars (bar, floor)
+
+
 def cpu_line(cpu: dict | None) -> str:
     if not cpu:
         return ""
@@ -115,7 +119,79 @@ def cpu_line(cpu: dict | None) -> str:
             f"{cpu['estimated_total_minutes']} minutes.")
 
 
-def card(folder: Path, training: dict, results: list[dict], best: dict, cpu: dict | None) -> str:
+def bars(best: dict) -> str:
+    """Each quality bar, the measured figure, and whether it holds."""
+    both, alone = best["named"]["both"], best["subject_alone"]
+    rarest = min((v, k) for k, v in alone["action_appears"].items() if k not in {a.name for a in KNOWN_ACTIONS})
+    lines = [
+        ("prompted known actions, both right", f">= {BARS['both'][0]}% (floor {BARS['both'][1]}%)", f"{both}%",
+         "holds" if both >= BARS["both"][0] else "floor holds" if both >= BARS["both"][1] else "BELOW THE FLOOR"),
+        ("subject alone, subject right", f">= {BARS['subject_alone']}%", f"{alone['subject']}%",
+         "holds" if alone["subject"] >= BARS["subject_alone"] else "below"),
+        ("each benchmark pose unprompted", f">= {BARS['pose_appears']}%", f"rarest: {rarest[1]} {rarest[0]}%",
+         "holds" if rarest[0] >= BARS["pose_appears"] else "below"),
+    ]
+    return "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in lines)
+
+
+def curve_table(curve: list[dict]) -> str:
+    if not curve:
+        return "(no learning curve was recorded)"
+    rows = "\n".join(f"| {p['minutes']} | {p['step']:,} | {p['action']} | {p['subject']} | {p['both']} |" for p in curve)
+    return ("| UNet minutes | steps | action | subject | both |\n|---|---|---|---|---|\n" + rows)
+
+
+def search_section(search: dict | None) -> str:
+    """The settings tried side by side on the training machine (VAE, then UNet on the chosen VAE)."""
+    if not search:
+        return ""
+    vae_rows = "\n".join(
+        f"| {name} | {' '.join(v['args'])} | {v.get('timing', {}).get('steps', '-')} | {v.get('action', '-')} | "
+        f"{v.get('subject', '-')} | {'yes' if v.get('gate_passed') else 'no'} |" for name, v in search["vae"].items())
+    unet_rows = "\n".join(
+        f"| {name} | {' '.join(v['args'])} | {v['timing']['steps']:,} | {1000 * v['timing']['seconds_per_step']:.1f} | "
+        f"{v['curve'][-1]['action']} | {v['curve'][-1]['subject']} | {v['curve'][-1]['both']} |"
+        for name, v in search["unet"].items() if v.get("curve"))
+    return f"""
+### Settings tried (`search.json`)
+The VAE settings trained side by side for the same time budget, each judged on the same unseen renders
+(the first passing the gate, in this order, was kept: **{search['chosen_vae']}**):
+
+| VAE | settings | steps | action | subject | gate |
+|---|---|---|---|---|---|
+{vae_rows}
+
+Then the UNet settings side by side on that VAE, for the same time budget, judged on the learning curve's
+fixed prompts at the end (kept: **{search.get('chosen_unet', '-')}**):
+
+| UNet | settings | steps | ms per step | action | subject | both |
+|---|---|---|---|---|---|---|
+{unet_rows}
+"""
+
+
+def control_section(control: dict | None) -> str:
+    """The positive control: a method trained on a known action's exemplars against `sd` naming the action."""
+    if not control:
+        return ""
+    rows = "\n".join(f"| {r['action']} | {r['sd']['total']} | {r['trained']['total']} | {r['ratio']:.0%} | "
+                      f"{r['trained']['action']} / {r['trained']['subject']} |" for r in control["rows"])
+    return f"""
+## Positive control (`benchmark=synthetic_control`)
+{control['method']} trained on a known action's 10 exemplars (drawn by the exemplar-only subjects), against
+`method=sd` prompting the action by its words; Total = both judged right over the 23 evaluation subjects x 2
+samples. The bar: the trained method reaches >= 70% of `sd`'s Total on at least 2 actions.
+
+| action | sd Total | {control['method']} Total | ratio | {control['method']} Action / Subject |
+|---|---|---|---|---|
+{rows}
+
+`{control['command']}`
+"""
+
+
+def card(folder: Path, training: dict, results: list[dict], best: dict, cpu: dict | None,
+         search: dict | None = None, control: dict | None = None) -> str:
     counts = training["parameters"]
     rows = "\n".join(
         f"| {r['guidance']} | {r['named']['action']} | {r['named']['subject']} | **{r['named']['both']}** | "
@@ -123,14 +199,15 @@ def card(folder: Path, training: dict, results: list[dict], best: dict, cpu: dic
     appears = " | ".join(f"{name} {value}" for name, value in best["subject_alone"]["action_appears"].items())
     by_action = ", ".join(f"{name} {value}" for name, value in best["named"]["both_by_action"].items())
     cfg = training["config"]
+    gate = training.get("vae_gate_passed")
     return f"""# ActionBench world base model
 
 A text-to-image model in Stable Diffusion's architecture for the offline world (`actionbench/world/`):
-`StableDiffusionPipeline.from_pretrained("{folder.name}")` loads it. Components: CLIP text encoder
-({counts['text_encoder'] / 1e6:.2f} M parameters, the real 49,408-token CLIP BPE tokenizer), UNet2DConditionModel
-with cross-attention ({counts['unet'] / 1e6:.2f} M, v-prediction), AutoencoderKL ({counts['vae'] / 1e6:.2f} M;
-32 px images <-> 8x8x4 latents, scaling factor {training['scaling_factor']:.4f}), DDIM scheduler. Weights are
-stored in fp16 (loading in fp32 upcasts them).
+`StableDiffusionPipeline.from_pretrained("{folder.name}")` loads it, in fp32, with no other argument. Components:
+CLIP text encoder ({counts['text_encoder'] / 1e6:.2f} M parameters, the real 49,408-token CLIP BPE tokenizer),
+UNet2DConditionModel with cross-attention ({counts['unet'] / 1e6:.2f} M, v-prediction), AutoencoderKL
+({counts['vae'] / 1e6:.2f} M; 32 px images <-> 8x8x{cfg['latent_channels']} latents, scaling factor
+{training['scaling_factor']:.4f}), DDIM scheduler. Weights are stored in fp16.
 
 ## Data
 {cfg['images']:,} renders (seed {cfg['seed']}), subject and action drawn independently and uniformly from the world's
@@ -140,29 +217,42 @@ subject alone); the 8 benchmark actions only ever as "a {{subject}}", so the mod
 a word for them. {100 * cfg['caption_dropout']:.0f}% of captions are dropped per step (classifier-free guidance).
 
 ## Training
-`python -m actionbench.world.pretrain` with `training.yaml` (deterministic from it on a given device,
-resumable from `work_dir`): VAE {cfg['vae_steps']} steps (batch {cfg['vae_batch_size']}, L1 + MSE + {cfg['vae_kl_weight']} KL),
-then UNet and text encoder jointly {cfg['steps']} steps (batch {cfg['batch_size']}, AdamW lr {cfg['learning_rate']},
-warm-up + cosine, min-SNR-{cfg['snr_gamma']} weighting, EMA {cfg['ema_decay']}; the EMA weights ship).
-Trained on {training['device_name']} ({training['threads']} CPU threads): VAE {training['minutes']['vae']} min, UNet
-{training['minutes']['unet']} min, summed over resumed runs. {cpu_line(cpu)} A VAE round trip keeps the judges right on
-{training['vae_reconstruction_judged_right']['action']}% (action) and {training['vae_reconstruction_judged_right']['subject']}%
-(subject) of {cfg['reconstruction_images']} unseen renders: the ceiling for the UNet's images.
+`python -m actionbench.world.pretrain` with `training.yaml` (its defaults; deterministic from it on a given
+device, resumable from `work_dir`): VAE {cfg['vae_steps']:,} steps (batch {cfg['vae_batch_size']}, lr
+{cfg['vae_learning_rate']}, L1 + MSE + {cfg['vae_kl_weight']} KL), then UNet and text encoder jointly
+{cfg['steps']:,} steps (batch {cfg['batch_size']}, AdamW lr {cfg['learning_rate']}, warm-up + cosine,
+min-SNR-{cfg['snr_gamma']} weighting, EMA {cfg['ema_decay']}; the EMA weights ship). Trained on
+{training['device_name']}: VAE {training['minutes']['vae']} min, UNet {training['minutes']['unet']} min of training
+time. {cpu_line(cpu)}
 
-![loss](loss.png)
+**VAE gate**: a round trip keeps the judges right on {training['vae_reconstruction_judged_right']['action']}% (action)
+and {training['vae_reconstruction_judged_right']['subject']}% (subject) of {cfg['reconstruction_images']:,} unseen
+renders (gate: {cfg['vae_gate'][0]} / {cfg['vae_gate'][1]}; {'passed' if gate else 'not passed'}): the ceiling for
+the UNet's images.
 
+**Learning curve** (EMA weights, the 23 evaluation subjects x 8 known actions once each, guidance
+{cfg['curve_guidance']}, {cfg['curve_inference_steps']} DDIM steps; % judged right):
+
+{curve_table(training.get('curve', []))}
+
+![training](training.png)
+{search_section(search)}
 ## Quality (ground-truth judges, `python -m actionbench.world.quality`)
 {best['named']['images']} images prompted "a {{subject}} {{known action}}" (23 evaluation subjects x 8 known actions x
 {best['named']['images'] // 184}), and {best['subject_alone']['images']} prompted with the subject alone; {best.get('inference_steps', 25)} DDIM steps; a
-judge below {best.get('min_confidence', 0.5)} confidence abstains (= wrong).
+judge below {best.get('min_confidence', 0.5)} confidence abstains (= wrong). Measured on {best.get('device', 'cpu')}.
 
 | guidance | action right | subject right | both right | subject right (subject alone) |
 |---|---|---|---|---|
 {rows}
 
-At guidance {best['guidance']} (the world's default), both right per known action: {by_action}.
+At guidance {best['guidance']}, both right per known action: {by_action}.
 How often each action appears when only the subject is named (%): {appears}.
 
+| quality bar | target | measured (guidance {best['guidance']}) | |
+|---|---|---|---|
+{bars(best)}
+{control_section(control)}
 ![samples](samples.png)
 """
 
@@ -179,7 +269,7 @@ def main(argv: list[str]) -> None:
         results, images = [], {}
         for guidance in cfg.guidance:
             figures, named, unnamed = measure(dataclasses.replace(model, guidance_scale=guidance), cfg, judges)
-            figures.update(inference_steps=cfg.inference_steps, min_confidence=cfg.min_confidence)
+            figures.update(inference_steps=cfg.inference_steps, min_confidence=cfg.min_confidence, device=cfg.device)
             results.append(figures)
             images[guidance] = (named, unnamed)
             print(json.dumps({k: figures[k] for k in ("guidance", "named", "subject_alone")}))
@@ -189,9 +279,10 @@ def main(argv: list[str]) -> None:
     results = json.loads((folder / "quality.json").read_text())
     best = max(results, key=lambda r: r["named"]["both"])
     training = json.loads((folder / "training.json").read_text())
-    timing = folder / "cpu_timing.json"
-    cpu = json.loads(timing.read_text()) if timing.exists() else None
-    write_atomic(folder / "README.md", card(folder, training, results, best, cpu).encode())
+    extra = {name: json.loads((folder / f"{name}.json").read_text()) if (folder / f"{name}.json").exists() else None
+             for name in ("cpu_timing", "search", "control")}
+    write_atomic(folder / "README.md", card(folder, training, results, best, extra["cpu_timing"], extra["search"],
+                                            extra["control"]).encode())
     print(f"best guidance {best['guidance']}: both right {best['named']['both']}%; card: {folder / 'README.md'}")
 
 
