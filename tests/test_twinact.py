@@ -1,12 +1,12 @@
 """TwinAct: the action space is an orthonormal PCA basis, learned tokens stay inside it, the similarity loss
 only acts from its switch-on point, and the artifact round-trips through diffusers' loaders."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from conftest import MINI, TWINACT_PHRASES, short_twinact
 
 from actionbench.errors import UserError
 from actionbench.generate import initial_latents
@@ -14,21 +14,6 @@ from actionbench.models import tiny_pipeline
 from actionbench.task import load_task
 from methods.textual_inversion import EMBEDS_FILE
 from methods.twinact import PHRASES_FILE, TwinAct, action_embedding_groups, principal_bases, read_phrases
-
-MINI = Path(__file__).parent / "fixtures" / "actionbench_mini"
-PHRASES = ["raising the right hand", "saluting", "kicking a leg forward", "squatting", "doing a handstand",
-           "waving", "bowing", "standing on one leg", "pointing forward", "cheering with both arms up", "sitting",
-           "jumping", "crossing the arms", "clapping", "stretching"]
-
-
-def fast(tmp_path, **overrides):
-    phrases = tmp_path / "phrases.txt"
-    phrases.write_text("# a test list\n" + "\n".join(PHRASES) + "\n")
-    settings = dict(phrases=str(phrases), phrase_filter="none", num_bases=6, mlp_hidden=16, imitation_steps=2,
-                    max_train_steps=4, train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-2,
-                    action_encoder={"model_name": "ActionBench-Tiny-CLIP", "pretrained": None},
-                    cache_dir=str(tmp_path / "cache"))
-    return TwinAct(**{**settings, **overrides})
 
 
 def test_shipped_phrase_list_is_large_and_distinct():
@@ -63,10 +48,10 @@ def test_action_embedding_groups_average_contiguous_slices(tiny_model):
 
 
 def test_learned_tokens_lie_in_the_action_space_and_the_artifact_round_trips(tiny_model, mini_task, tmp_path):
-    method = fast(tmp_path)
+    method = short_twinact(tmp_path)
     method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
     mean, bases, info = method.action_space(tiny_model)
-    assert info["kept"] == len(PHRASES) and info["bases"] == 6
+    assert info["kept"] == len(TWINACT_PHRASES) and info["bases"] == 6
     learned = load_file(str(tmp_path / "artifact" / EMBEDS_FILE))["<salute>"]
     assert learned.shape == (3, mean.shape[1])
     offset = learned - mean
@@ -95,7 +80,7 @@ def gradients_per_step(tmp_path, weight):
         model = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
         task = load_task(name="actionbench", root=str(MINI), action="salute")
         torch.manual_seed(0)  # the MLP and LoRA initialisations
-        fast(tmp_path, similarity_weight=weight, similarity_start=0.5, similarity_min_timestep=0.0).train(
+        short_twinact(tmp_path, similarity_weight=weight, similarity_start=0.5, similarity_min_timestep=0.0).train(
             model, task, 0, tmp_path / f"artifact{weight}")
     finally:
         handle.remove()
@@ -110,19 +95,19 @@ def test_similarity_loss_changes_gradients_only_from_its_switch_on_point(tmp_pat
 
 
 def test_vocabulary_filter_keeps_the_phrases_made_of_known_words(tiny_model, tmp_path):
-    method = fast(tmp_path, phrase_filter="vocabulary", vocabulary=["a dog sitting", "a cat waving", "bowing"],
+    method = short_twinact(tmp_path, phrase_filter="vocabulary", vocabulary=["a dog sitting", "a cat waving", "bowing"],
                   extra_phrases=["sitting", "a new phrase"])
     _, bases, info = method.action_space(tiny_model)
-    assert info == {**info, "phrases": len(PHRASES) + 1, "kept": 3}  # waving, bowing, sitting ("sitting" once)
+    assert info == {**info, "phrases": len(TWINACT_PHRASES) + 1, "kept": 3}  # waving, bowing, sitting ("sitting" once)
     assert bases.shape[1] == 2  # 3 phrases span 2 directions around their mean
 
 
 def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(UserError, match="phrase_filter"):
-        fast(tmp_path, phrase_filter="maybe")
+        short_twinact(tmp_path, phrase_filter="maybe")
     with pytest.raises(UserError, match=r"\{phrase\}"):
-        fast(tmp_path, filter_prompt="a person")
+        short_twinact(tmp_path, filter_prompt="a person")
     with pytest.raises(UserError, match="method.vocabulary"):
-        fast(tmp_path, phrase_filter="vocabulary")
+        short_twinact(tmp_path, phrase_filter="vocabulary")
     with pytest.raises(UserError, match="no such file"):
         TwinAct(phrases=str(tmp_path / "missing.txt"))
