@@ -81,38 +81,6 @@ def test_placeholder_already_in_vocabulary_is_refused(tiny_model, mini_task, tmp
         TextualInversion(placeholder_token="<|endoftext|>", max_train_steps=1).train(tiny_model, mini_task, 0, tmp_path)
 
 
-def test_training_killed_after_a_checkpoint_resumes_to_the_same_embedding(tiny_model, mini_task, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    from methods.mechanics import loop
-
-    def method():
-        return TextualInversion(max_train_steps=6, train_batch_size=2)
-
-    def trained(folder):
-        model = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
-        method().train(model, mini_task, 0, folder)
-        return load_file(str(folder / EMBEDS_FILE))
-
-    whole = trained(tmp_path / "whole")
-    init = loop.Resume.__init__
-    monkeypatch.setattr(loop.Resume, "__init__", lambda self, folder, generators: init(self, folder, generators, every=4))
-    original = loop.Resume.save
-
-    def save_then_die(self, optimizer, step):
-        original(self, optimizer, step)
-        raise KeyboardInterrupt  # killed right after its checkpoint at step 4
-
-    monkeypatch.setattr(loop.Resume, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        trained(tmp_path / "killed")
-    assert (tmp_path / "killed" / loop.CHECKPOINT_FILE).is_file()
-    monkeypatch.setattr(loop.Resume, "save", original)
-    resumed = trained(tmp_path / "killed")
-    assert not (tmp_path / "killed" / loop.CHECKPOINT_FILE).exists(), "the checkpoint goes once training ends"
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-
-
 def test_token_vectors_follow_the_scripts_whole_table_recipe(tiny_model):
     """Training the new rows as their own tensor gives what AdamW on the whole table, other rows restored after
     each step (diffusers' script), gives: AdamW is elementwise."""
