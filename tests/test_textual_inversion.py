@@ -57,13 +57,13 @@ def test_artifact_loads_with_load_textual_inversion_and_reproduces_images(tiny_m
     )
 
 
-def test_same_seed_same_embedding(mini_task, tmp_path):
+def test_same_seed_same_embedding_other_seed_other_embedding(mini_task, tmp_path):
     rows = []
-    for run in range(2):
+    for run, seed in enumerate([7, 7, 8]):
         model = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
-        TextualInversion(max_train_steps=3).train(model, mini_task, seed=7, artifact_dir=tmp_path / str(run))
+        TextualInversion(max_train_steps=3).train(model, mini_task, seed=seed, artifact_dir=tmp_path / str(run))
         rows.append(model.pipe.text_encoder.get_input_embeddings().weight[-1])
-    assert torch.equal(rows[0], rows[1])
+    assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[2])
 
 
 def test_multi_token_initializer_is_refused(tiny_model, mini_task, tmp_path):
