@@ -22,7 +22,7 @@ def test_velocity_target_and_predicted_clean_latents_are_the_hand_computed_ones(
     clean = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     _, target, noisy, t = denoising_prediction(pipe.unet, scheduler, clean, torch.randn(3, 77, 32),
                                                torch.Generator().manual_seed(1))
-    alpha, sigma = (alphas_cumprod()[t].sqrt().view(-1, 1, 1, 1), (1 - alphas_cumprod()[t]).sqrt().view(-1, 1, 1, 1))
+    alpha, sigma = alphas_cumprod()[t].sqrt().view(-1, 1, 1, 1), (1 - alphas_cumprod()[t]).sqrt().view(-1, 1, 1, 1)
     noise = (noisy.double() - alpha * clean) / sigma  # x_t = √ᾱ x0 + √(1-ᾱ) ε
     assert noise.std() > 0.5 and len(set(t.tolist())) == 3
     velocity = alpha * noise - sigma * clean  # v = √ᾱ ε - √(1-ᾱ) x0
