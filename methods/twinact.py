@@ -280,15 +280,16 @@ class TwinAct(ActionMethod):
             on = step >= self.similarity["start"] * self.max_train_steps
             schedule["similarity"] = self.similarity["weight"] if on else 0.0
 
+        generation = Resume(artifact_dir, (generator, sampler), name="generation.pt")
         try:
-            optimise(adamw(mlp.parameters(), self.learning_rate, self.use_8bit_adam), loss, self.imitation_steps,
-                     "TwinAct imitation", self.accumulation, log_every=self.log_every,
-                     resume=Resume(artifact_dir, (generator, sampler), name="imitation.pt"))
+            if not generation.path.is_file():  # a run killed in stage 2 resumes there: its checkpoint holds the MLP
+                optimise(adamw(mlp.parameters(), self.learning_rate, self.use_8bit_adam), loss, self.imitation_steps,
+                         "TwinAct imitation", self.accumulation, log_every=self.log_every,
+                         resume=Resume(artifact_dir, (generator, sampler), name="imitation.pt"))
             params = list(mlp.parameters()) + add_unet_lora(unet, self.rank)
             unet.train()
             optimise(adamw(params, self.learning_rate, self.use_8bit_adam), loss, self.max_train_steps, "TwinAct generation",
-                     self.accumulation, log_every=self.log_every, before_step=switch_similarity,
-                     resume=Resume(artifact_dir, (generator, sampler), name="generation.pt"))
+                     self.accumulation, log_every=self.log_every, before_step=switch_similarity, resume=generation)
         finally:
             override.remove()
         unet.eval().requires_grad_(False)

@@ -45,3 +45,57 @@ def mini_task(mini_root):
     from actionbench.task import load_task
 
     return load_task(name="actionbench", root=str(mini_root), action="salute")
+
+
+@pytest.fixture
+def tiny_v_model(tiny_model):
+    """The tiny pipeline as a v-prediction model, as the world's base model is."""
+    from diffusers import DDIMScheduler
+
+    tiny_model.pipe.scheduler = DDIMScheduler.from_config(tiny_model.pipe.scheduler.config, prediction_type="v_prediction")
+    return tiny_model
+
+
+TWINACT_PHRASES = ["raising the right hand", "saluting", "kicking a leg forward", "squatting", "doing a handstand",
+                   "waving", "bowing", "standing on one leg", "pointing forward", "cheering with both arms up",
+                   "sitting", "jumping", "crossing the arms", "clapping", "stretching"]
+
+
+def short_twinact(tmp_path: Path, **overrides):
+    """TwinAct on a 15-phrase list with the tiny random CLIP, a small MLP and a few steps per stage."""
+    from methods.twinact import TwinAct
+
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text("# a test list\n" + "\n".join(TWINACT_PHRASES) + "\n")
+    settings = dict(phrases=str(phrases), phrase_filter="none", num_bases=6, mlp_hidden=16, imitation_steps=2,
+                    max_train_steps=4, train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-2,
+                    action_encoder={"model_name": "ActionBench-Tiny-CLIP", "pretrained": None},
+                    cache_dir=str(tmp_path / "cache"))
+    return TwinAct(**{**settings, **overrides})
+
+
+TRAINING_METHODS = ("textual_inversion", "pplus", "adi", "dreambooth", "dreambooth_lora", "custom_diffusion", "twinact")
+
+
+def short_method(name: str, tmp_path: Path, steps: int):
+    """Training method `name` with `steps` optimiser steps (per stage), batch 2 and small settings, caches in tmp_path."""
+    from methods.adi import ADI
+    from methods.custom_diffusion import CustomDiffusion
+    from methods.dreambooth import DreamBooth
+    from methods.pplus import PPlus
+    from methods.textual_inversion import TextualInversion
+
+    cache = str(tmp_path / "cache")
+    prior = dict(max_train_steps=steps, train_batch_size=2, num_class_images=2, cache_dir=cache)
+    make = {
+        "textual_inversion": lambda: TextualInversion(max_train_steps=steps, train_batch_size=2),
+        "pplus": lambda: PPlus(max_train_steps=steps, train_batch_size=2),
+        "adi": lambda: ADI(max_train_steps=steps, train_batch_size=2, action_different_per_anchor=1,
+                           context_lora_steps=1, cache_dir=cache),
+        "dreambooth": lambda: DreamBooth(**prior),
+        "dreambooth_lora": lambda: DreamBooth(lora=True, **prior),
+        "custom_diffusion": lambda: CustomDiffusion(**prior),
+        "twinact": lambda: short_twinact(tmp_path, imitation_steps=steps, max_train_steps=steps, similarity_start=0.0,
+                                         similarity_min_timestep=0.0),
+    }
+    return make[name]()

@@ -5,6 +5,7 @@ import json
 import pytest
 from conftest import compose_config
 
+import actionbench.generate
 from actionbench.errors import UserError
 from actionbench.run import run
 from eval.aggregate import aggregate
@@ -50,34 +51,37 @@ def test_a_finished_run_is_skipped_and_a_different_config_is_not_overwritten(min
     base = ["method=sd", "suite=actionbench", "model=tiny", f"benchmark.root={mini_root}", f"output_dir={tmp_path}"]
     first = run(compose_config(base))
     record = tmp_path / "record.json"
-    stamp = record.stat().st_mtime_ns
+    written = record.read_bytes()  # a record written again holds other timings
     assert run(compose_config(base)) == json.loads(record.read_text())
-    assert "skipped" in capsys.readouterr().out and record.stat().st_mtime_ns == stamp
+    assert "skipped" in capsys.readouterr().out and record.read_bytes() == written
     run(compose_config([*base, "generation_batch_size=5"]))  # speed only: still the same work
-    assert "skipped" in capsys.readouterr().out and record.stat().st_mtime_ns == stamp
+    assert "skipped" in capsys.readouterr().out and record.read_bytes() == written
     with pytest.raises(UserError, match="different config .*samples_per_subject"):
         run(compose_config([*base, "samples_per_subject=1"]))
     again = run(compose_config([*base, "rerun=true"]))
-    assert record.stat().st_mtime_ns != stamp and again["aggregates"] == first["aggregates"]
+    assert record.read_bytes() != written and again["aggregates"] == first["aggregates"]
 
 
-def test_an_interrupted_run_reuses_its_artifact_and_images(mini_root, tmp_path, capsys):
+def test_an_interrupted_run_reuses_its_artifact_and_images(mini_root, tmp_path, capsys, monkeypatch):
     base = ["method=textual_inversion", "method.max_train_steps=3", "suite=actionbench", "model=tiny",
             f"benchmark.root={mini_root}", f"output_dir={tmp_path}"]
     first = run(compose_config(base))
     images = sorted((tmp_path / "images").glob("*.png"))
-    stamps = {p: p.stat().st_mtime_ns for p in images}
+    drawn = []
+    write = actionbench.generate.write_atomic
+    monkeypatch.setattr(actionbench.generate, "write_atomic", lambda path, data: (drawn.append(path), write(path, data)))
     (tmp_path / "record.json").unlink()  # as if killed while scoring ...
     images[0].unlink()  # ... after drawing all images but one
     second = run(compose_config(base))
     assert "reusing the trained artifact" in capsys.readouterr().out
-    assert images[0].is_file() and all(p.stat().st_mtime_ns == stamps[p] for p in images[1:])
+    assert drawn == [images[0]], "only the missing image is drawn"
     assert second["aggregates"] == first["aggregates"] and second["images"] == first["images"]
     capsys.readouterr()
+    drawn.clear()
     (tmp_path / "record.json").unlink()
     run(compose_config([*base, "method.learning_rate=0.1"]))  # other work: trained and drawn anew
     assert "reusing" not in capsys.readouterr().out
-    assert all(p.stat().st_mtime_ns != stamps[p] for p in images[1:])
+    assert sorted(drawn) == images
 
 
 def test_checkpoints_of_other_work_are_discarded_not_resumed(mini_root, tmp_path):

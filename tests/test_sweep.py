@@ -1,41 +1,55 @@
 """Sweeps: a relaunched sweep skips the runs it finished (also after a real kill), through Hydra's basic
 launcher and through the submitit launcher's local mode, and the leaderboard does not notice the break."""
 
-import signal
 import subprocess
 import sys
-import time
 
 from conftest import REPO
 
 from actionbench import leaderboard
 
+# `python -m actionbench.run` that SIGKILLs itself when the sweep's 3rd run, trained, starts drawing: a fixed
+# point (2 records written, the 3rd run's artifact finished, none of its images), whatever the machine's speed.
+KILLED_IN_THE_THIRD_RUN = """
+import os, runpy, signal
+import actionbench.generate
+draw, runs = actionbench.generate.generate_images, []
+def draw_or_die(*args, **kwargs):
+    runs.append(1)
+    if len(runs) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # no chance to clean up
+    return draw(*args, **kwargs)
+actionbench.generate.generate_images = draw_or_die
+runpy.run_module("actionbench.run", run_name="__main__", alter_sys=True)
+"""
 
-def _sweep(mini_root, out, launcher=None, methods="sd,textual_inversion,pplus", actions="salute,wave"):
-    return [sys.executable, "-m", "actionbench.run", "-m", f"method={methods}", f"action={actions}", "suite=actionbench",
+
+def _sweep(mini_root, out, launcher=None, methods="sd,textual_inversion,pplus", actions="salute,wave", kill=False):
+    start = [sys.executable, "-c", KILLED_IN_THE_THIRD_RUN] if kill else [sys.executable, "-m", "actionbench.run"]
+    return [*start, "-m", f"method={methods}", f"action={actions}", "suite=actionbench",
             "model=tiny", "method.max_train_steps=3", f"benchmark.root={mini_root}", f"hydra.sweep.dir={out}/sweep",
             f"output_dir={out}/runs/${{method_name}}/${{action}}", f"cache_dir={out}/cache",
             *([f"hydra/launcher={launcher}"] if launcher else [])]
 
 
-def _stamps(out):
-    return {p.parent.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in (out / "runs").rglob("record.json")}
+def _records(out):
+    """Each finished run's record as written: a run done again writes other timings."""
+    return {p.parent.relative_to(out).as_posix(): p.read_bytes() for p in (out / "runs").rglob("record.json")}
 
 
 def test_a_killed_sweep_resumes_without_recomputing_and_gives_the_same_leaderboard(mini_root, tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    process = subprocess.Popen(_sweep(mini_root, killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while len(_stamps(killed) if (killed / "runs").exists() else {}) < 2 and time.time() < deadline:
-        time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)  # no chance to clean up: whatever is half-written stays on disk
-    process.wait()
-    before = _stamps(killed)
-    assert 2 <= len(before) < 6
-    subprocess.run(_sweep(mini_root, killed), cwd=REPO, check=True, capture_output=True, timeout=900)
-    after = _stamps(killed)
+    process = subprocess.run(_sweep(mini_root, killed, kill=True), cwd=REPO, capture_output=True, timeout=900)
+    assert process.returncode == -9, process.stderr.decode()[-2000:]
+    before = _records(killed)
+    assert sorted(before) == ["runs/sd/salute", "runs/sd/wave"]
+    third = killed / "runs" / "textual_inversion" / "salute"
+    assert (third / "artifact" / "trained.json").is_file() and not (third / "record.json").exists()
+    relaunch = subprocess.run(_sweep(mini_root, killed), cwd=REPO, check=True, capture_output=True, text=True, timeout=900)
+    after = _records(killed)
     assert len(after) == 6
-    assert all(after[run] == stamp for run, stamp in before.items()), "finished runs were not recomputed"
+    assert all(after[run] == record for run, record in before.items()), "finished runs were not recomputed"
+    assert "reusing the trained artifact in " + str(third / "artifact") in relaunch.stdout
 
     subprocess.run(_sweep(mini_root, whole), cwd=REPO, check=True, capture_output=True, timeout=900)
     _, board_killed, per_action_killed, _ = leaderboard.build(killed / "runs", resamples=100)
@@ -46,7 +60,7 @@ def test_a_killed_sweep_resumes_without_recomputing_and_gives_the_same_leaderboa
 def test_submitit_local_launcher_runs_the_sweep_and_its_rerun_skips_it(mini_root, tmp_path):
     command = _sweep(mini_root, tmp_path, launcher="submitit_local", methods="sd", actions="salute,wave")
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=900)
-    first = _stamps(tmp_path)
+    first = _records(tmp_path)
     assert len(first) == 2
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=900)
-    assert _stamps(tmp_path) == first
+    assert _records(tmp_path) == first

@@ -1,14 +1,20 @@
 """DreamBooth (full, LoRA) and Custom Diffusion: what must stay frozen does, artifacts round-trip through
 diffusers' own loaders, class images are generated once, and the prior term is really in the loss."""
 
+from pathlib import Path
+
 import pytest
+import safetensors.torch
 import torch
+from PIL import Image
+from safetensors.torch import load_file
 
 from actionbench.errors import UserError
 from actionbench.generate import initial_latents
 from actionbench.models import tiny_pipeline
 from methods.custom_diffusion import CustomDiffusion
 from methods.dreambooth import DreamBooth
+from methods.mechanics.lora import LORA_FILE, add_unet_lora, save_unet_lora
 from methods.mechanics.loss import instance_and_prior_loss
 from methods.mechanics.prior import cache_folder, class_images
 
@@ -56,12 +62,14 @@ def test_class_images_are_generated_once_and_shared(tiny_model, mini_task, tmp_p
     cache = tmp_path / "cache"
     _, generated = class_images(tiny_model, "a photo of a person", 3, cache)
     assert generated == 3
-    _, generated = class_images(tiny_model, "a photo of a person", 3, cache)
-    assert generated == 0
     folder = cache_folder(cache, tiny_model, "a photo of a person")
-    mtimes = {p: p.stat().st_mtime_ns for p in folder.glob("*.png")}
+    marker = Image.new("RGB", (32, 32), (1, 2, 3))
+    for path in folder.glob("*.png"):  # what is reused must come from these files
+        marker.save(path)
+    images, generated = class_images(tiny_model, "a photo of a person", 3, cache)
+    assert generated == 0 and all(image.tobytes() == marker.tobytes() for image in images)
     DreamBooth(lora=True, cache_dir=str(cache), max_train_steps=1, num_class_images=3).train(tiny_model, mini_task, 0, tmp_path / "a")
-    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.png")} == mtimes
+    assert all(Image.open(path).tobytes() == marker.tobytes() for path in folder.glob("*.png"))
 
 
 def test_prior_term_is_in_the_loss(tiny_model):
@@ -120,3 +128,20 @@ def test_bad_input_is_refused(make, message, tiny_model, mini_task, tmp_path):
     with pytest.raises(UserError, match=message):
         make(str(tmp_path)).train(tiny_model, mini_task, 0, tmp_path / "artifact")
     assert not (tmp_path / "artifact").exists()
+
+
+def test_lora_file_is_written_whole_or_not_at_all(tiny_model, tmp_path, monkeypatch):
+    add_unet_lora(tiny_model.pipe.unet, 2)
+    save_file = safetensors.torch.save_file
+
+    def die_halfway(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", die_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_unet_lora(tiny_model.pipe, tmp_path / "artifact")
+    assert not any((tmp_path / "artifact").iterdir()), "no file that looks like LoRA weights"
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    path = save_unet_lora(tiny_model.pipe, tmp_path / "artifact")
+    assert list((tmp_path / "artifact").iterdir()) == [path] and path.name == LORA_FILE and load_file(str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -26,10 +28,15 @@ def add_unet_lora(unet, rank: int, target_modules=ATTENTION_PROJECTIONS, adapter
 
 
 def save_unet_lora(pipe, folder: Path) -> Path:
-    """Write the UNet's LoRA weights in diffusers' format (peft names converted), atomically via a temp folder."""
+    """Write the UNet's LoRA weights in diffusers' format (peft names converted), atomically: diffusers writes
+    into a temporary folder inside `folder`, and the file is renamed into place."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    type(pipe).save_lora_weights(save_directory=str(folder), unet_lora_layers=layers, safe_serialization=True)
-    return Path(folder) / LORA_FILE
+    path = Path(folder) / LORA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".lora.") as tmp:
+        type(pipe).save_lora_weights(save_directory=tmp, unet_lora_layers=layers, safe_serialization=True)
+        os.replace(Path(tmp) / LORA_FILE, path)
+    return path
