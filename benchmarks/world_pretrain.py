@@ -2,9 +2,11 @@
 pieces: per-step VAE and UNet times (by difference of an N- and a 2N-step run, so set-up is excluded) and
 the rendering rate, scaled to the config's step and image counts.
 
-    python -m benchmarks.world_pretrain [steps=20] [write=true]
+    python -m benchmarks.world_pretrain [steps=20] [write=true] [levers=true]
 
 `write=true` stores the figures as cpu_timing.json in the committed model folder, where the card quotes them.
+`levers=true` also times the UNet step with each throughput lever (bf16 autocast, channels-last, another
+batch size) beside the plain fp32 step, as ratios measured in the same process.
 """
 
 from __future__ import annotations
@@ -46,10 +48,29 @@ def seconds_per_step(phase: str, steps: int, cfg: pretrain.PretrainConfig) -> fl
     return (timed(2 * steps) - timed(steps)) / steps
 
 
+LEVERS = {"bf16 autocast": {"mixed_precision": "bf16"}, "channels-last": {"channels_last": True},
+          "half the batch": {"batch_size": pretrain.PretrainConfig().batch_size // 2}}
+
+
+def levers(steps: int, cfg: pretrain.PretrainConfig) -> dict:
+    """Seconds per training sample with each lever, relative to the plain fp32 step (< 1 is faster)."""
+    base = seconds_per_step("unet", steps, cfg) / cfg.batch_size
+    result = {}
+    for name, change in LEVERS.items():
+        changed = dataclasses.replace(cfg, **change)
+        per_sample = seconds_per_step("unet", steps, changed) / changed.batch_size
+        result[name] = round(per_sample / base, 3)
+        print(f"{name}: {result[name]:.3f} x the fp32 step's time per sample", flush=True)
+    return {"fp32_ms_per_sample": round(1000 * base, 2), "relative_time_per_sample": result}
+
+
 def main(argv: list[str]) -> None:
     args = OmegaConf.from_cli(argv)
     steps, write = int(args.get("steps", 20)), bool(args.get("write", False))
     cfg = pretrain.PretrainConfig()
+    if args.get("levers", False):
+        print(json.dumps(levers(steps, cfg), indent=2))
+        return
     start = time.perf_counter()
     random_dataset(4000, 123)
     render = (time.perf_counter() - start) / 4000

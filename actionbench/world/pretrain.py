@@ -46,7 +46,7 @@ MODEL = WORLD / "model"  # committed: the trained pipeline folder with its confi
 class PretrainConfig:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda: the committed model's device is named in its card
-    images: int = 60000  # pre-rendered training set, (subject, action) drawn independently and uniformly
+    images: int = 200000  # pre-rendered training set, (subject, action) drawn independently and uniformly
     subject_only_p: float = 0.25  # share of known-action images captioned with the subject alone
     caption_dropout: float = 0.1  # empty caption, for classifier-free guidance
     # Text encoder (CLIP architecture, trained jointly with the UNet)
@@ -54,9 +54,9 @@ class PretrainConfig:
     text_layers: int = 3
     # VAE: 32 px <-> 8x8 x latent_channels (4 channels lose the thin limbs that tell actions apart)
     latent_channels: int = 16
-    vae_channels: tuple[int, ...] = (32, 64, 64)
-    vae_steps: int = 1000
-    vae_batch_size: int = 32
+    vae_channels: tuple[int, ...] = (64, 128, 128)
+    vae_steps: int = 2331
+    vae_batch_size: int = 64
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
     vae_minutes: float | None = None  # set: `vae_steps` becomes what fits this budget, timed on the first steps
@@ -68,8 +68,8 @@ class PretrainConfig:
     unet_plain_levels: int = 1  # leading levels without attention (cheap on a CPU); the rest cross-attend
     unet_layers: int = 1
     attention_head_dim: int = 8
-    steps: int = 5000
-    batch_size: int = 64
+    steps: int = 3618
+    batch_size: int = 256
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     weight_decay: float = 0.0
@@ -78,7 +78,7 @@ class PretrainConfig:
     unet_minutes: float | None = None  # set: `steps` becomes what fits this budget, timed on the first steps
     mixed_precision: str = "no"  # no | bf16 (autocast; the weights and optimizer stay fp32)
     channels_last: bool = False
-    checkpoint_every: int = 250
+    checkpoint_every: int = 500
     reconstruction_images: int = 2000  # unseen renders judged after a VAE round trip (a ceiling for the UNet)
     curve_every_minutes: float = 5.0  # judge the EMA weights on the fixed prompt set this often (0: never)
     curve_guidance: float = 5.0

@@ -40,6 +40,7 @@ class QualityConfig:
     seed: int = 0
     device: str = "cpu"
     measure: bool = True  # false: rewrite the card from the folder's quality.json without generating
+    default_guidance: float = 5.0  # the world's (conf/model/synthetic.yaml): the quality bars are read there
 
 
 def generate(model, prompts: list[str], cfg: QualityConfig, offset: int) -> np.ndarray:
@@ -115,8 +116,8 @@ def cpu_line(cpu: dict | None) -> str:
         return ""
     steps = cpu["seconds_per_step"]
     return (f"On 2 CPU cores (`python -m benchmarks.world_pretrain`: {steps['vae']} s per VAE step, {steps['unet']} s per "
-            f"UNet step, {cpu['render_ms_per_image']} ms per render) the same config takes an estimated "
-            f"{cpu['estimated_total_minutes']} minutes.")
+            f"UNet step, {cpu['render_ms_per_image']} ms per render) stage 1's config would take an estimated "
+            f"{cpu['estimated_total_minutes']} minutes; the later stages ran there (their minutes above).")
 
 
 def bars(best: dict) -> str:
@@ -134,11 +135,43 @@ def bars(best: dict) -> str:
     return "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in lines)
 
 
-def curve_table(curve: list[dict]) -> str:
-    if not curve:
+def stages(training: dict) -> list[dict]:
+    """The training stages, first to last: a continued model's training.json holds its start's."""
+    chain = [training]
+    while chain[-1].get("initialised_from"):
+        chain.append(chain[-1]["initialised_from"])
+    return chain[::-1]
+
+
+def curve_table(training: dict) -> str:
+    rows = [f"| {i} ({stage['device_name']}) | {p['minutes']} | {p['step']:,} | {p['action']} | {p['subject']} | {p['both']} |"
+            for i, stage in enumerate(stages(training), 1) for p in stage.get("curve", [])]
+    if not rows:
         return "(no learning curve was recorded)"
-    rows = "\n".join(f"| {p['minutes']} | {p['step']:,} | {p['action']} | {p['subject']} | {p['both']} |" for p in curve)
-    return ("| UNet minutes | steps | action | subject | both |\n|---|---|---|---|---|\n" + rows)
+    return ("| stage (machine) | minutes into the stage | step of the stage | action | subject | both |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def stages_text(training: dict) -> str:
+    """One line per stage: where it ran, how long, and the command that reproduces it (the settings that
+    differ from the defaults; work folders and reporting intervals left out)."""
+    from actionbench.world.pretrain import DATA_FIELDS, VAE_FIELDS, PretrainConfig
+
+    defaults = json.loads(json.dumps(dataclasses.asdict(PretrainConfig())))
+    operational = {"work_dir", "out_dir", "checkpoint_every", "curve_every_minutes", "below_gate"}
+    lines = []
+    for i, stage in enumerate(stages(training), 1):
+        cfg = stage["config"]
+        unused = set(VAE_FIELDS) - set(DATA_FIELDS) - {"warmup_steps"} | {"vae_minutes"} if cfg.get("init_from") else set()
+        changed = " ".join(f"{k}={'PREVIOUS_STAGE' if k == 'init_from' else v if isinstance(v, str) else json.dumps(v).replace(' ', '')}"
+                           for k, v in cfg.items() if k not in operational | unused and defaults.get(k) != v)
+        lines.append(f"{i}. on {stage['device_name']}: VAE {stage['minutes']['vae']} min, UNet {stage['minutes']['unet']} "
+                     f"min of training time; `python -m actionbench.world.pretrain {changed}`")
+    return "\n".join(lines)
+
+
+def ms_per_step(timing: dict) -> str:
+    return f"{1000 * timing['seconds_per_step']:.1f}" if timing.get("seconds_per_step") else "-"
 
 
 def search_section(search: dict | None) -> str:
@@ -149,8 +182,10 @@ def search_section(search: dict | None) -> str:
         f"| {name} | {' '.join(v['args'])} | {v.get('timing', {}).get('steps', '-')} | {v.get('action', '-')} | "
         f"{v.get('subject', '-')} | {'yes' if v.get('gate_passed') else 'no'} |" for name, v in search["vae"].items())
     unet_rows = "\n".join(
-        f"| {name} | {' '.join(v['args'])} | {v['timing']['steps']:,} | {1000 * v['timing']['seconds_per_step']:.1f} | "
-        f"{v['curve'][-1]['action']} | {v['curve'][-1]['subject']} | {v['curve'][-1]['both']} |"
+        f"| {name} | {' '.join(v['args'])} | {v['curve'][-1]['step']:,} of {v['timing']['steps']:,} | "
+        f"{ms_per_step(v['timing'])} | "
+        f"{v['curve'][-1]['action']} | {v['curve'][-1]['subject']} | {v['curve'][-1]['both']}"
+        f"{' (killed by the deadline before it saved)' if v.get('killed_at_deadline') else ''} |"
         for name, v in search["unet"].items() if v.get("curve"))
     return f"""
 ### Settings tried (`search.json`)
@@ -164,7 +199,7 @@ The VAE settings trained side by side for the same time budget, each judged on t
 Then the UNet settings side by side on that VAE, for the same time budget, judged on the learning curve's
 fixed prompts at the end (kept: **{search.get('chosen_unet', '-')}**):
 
-| UNet | settings | steps | ms per step | action | subject | both |
+| UNet | settings | step judged of planned | ms per step | action | subject | both |
 |---|---|---|---|---|---|---|
 {unet_rows}
 """
@@ -190,7 +225,7 @@ samples. The bar: the trained method reaches >= 70% of `sd`'s Total on at least 
 """
 
 
-def card(folder: Path, training: dict, results: list[dict], best: dict, cpu: dict | None,
+def card(folder: Path, training: dict, results: list[dict], best: dict, default: dict, cpu: dict | None,
          search: dict | None = None, control: dict | None = None) -> str:
     counts = training["parameters"]
     rows = "\n".join(
@@ -199,6 +234,7 @@ def card(folder: Path, training: dict, results: list[dict], best: dict, cpu: dic
     appears = " | ".join(f"{name} {value}" for name, value in best["subject_alone"]["action_appears"].items())
     by_action = ", ".join(f"{name} {value}" for name, value in best["named"]["both_by_action"].items())
     cfg = training["config"]
+    first = stages(training)[0]["config"]
     gate = training.get("vae_gate_passed")
     return f"""# ActionBench world base model
 
@@ -210,20 +246,23 @@ UNet2DConditionModel with cross-attention ({counts['unet'] / 1e6:.2f} M, v-predi
 {training['scaling_factor']:.4f}), DDIM scheduler. Weights are stored in fp16.
 
 ## Data
-{cfg['images']:,} renders (seed {cfg['seed']}), subject and action drawn independently and uniformly from the world's
+{first['images']:,} renders for stage 1, {cfg['images']:,} for the last (seed {cfg['seed']}), subject and action drawn independently and uniformly from the world's
 {len(SUBJECTS)} subjects and {len(ACTIONS)} actions. Captions: "a {{subject}} {{known action phrase}}" for the 8
 known actions ({100 * (1 - cfg['subject_only_p']):.0f}% of their images; the rest are captioned with the
 subject alone); the 8 benchmark actions only ever as "a {{subject}}", so the model draws those poses without
 a word for them. {100 * cfg['caption_dropout']:.0f}% of captions are dropped per step (classifier-free guidance).
 
 ## Training
-`python -m actionbench.world.pretrain` with `training.yaml` (its defaults; deterministic from it on a given
-device, resumable from `work_dir`): VAE {cfg['vae_steps']:,} steps (batch {cfg['vae_batch_size']}, lr
-{cfg['vae_learning_rate']}, L1 + MSE + {cfg['vae_kl_weight']} KL), then UNet and text encoder jointly
-{cfg['steps']:,} steps (batch {cfg['batch_size']}, AdamW lr {cfg['learning_rate']}, warm-up + cosine,
-min-SNR-{cfg['snr_gamma']} weighting, EMA {cfg['ema_decay']}; the EMA weights ship). Trained on
-{training['device_name']}: VAE {training['minutes']['vae']} min, UNet {training['minutes']['unet']} min of training
-time. {cpu_line(cpu)}
+Stage 1 is `python -m actionbench.world.pretrain` with its defaults (`training.yaml` of that stage is the
+defaults; deterministic from it on a given device, resumable from `work_dir`): VAE {first['vae_steps']:,} steps
+(batch {first['vae_batch_size']}, lr {first['vae_learning_rate']}, L1 + MSE + {first['vae_kl_weight']} KL), then UNet and
+text encoder jointly {first['steps']:,} steps (batch {first['batch_size']}, AdamW lr {first['learning_rate']}, warm-up +
+cosine, min-SNR-{first['snr_gamma']} weighting, EMA {first['ema_decay']}; the EMA weights ship). Later stages continue
+the UNet and text encoder from the previous stage's weights (`init_from=`), with the VAE kept:
+
+{stages_text(training)}
+
+{cpu_line(cpu)}
 
 **VAE gate**: a round trip keeps the judges right on {training['vae_reconstruction_judged_right']['action']}% (action)
 and {training['vae_reconstruction_judged_right']['subject']}% (subject) of {cfg['reconstruction_images']:,} unseen
@@ -233,7 +272,7 @@ the UNet's images.
 **Learning curve** (EMA weights, the 23 evaluation subjects x 8 known actions once each, guidance
 {cfg['curve_guidance']}, {cfg['curve_inference_steps']} DDIM steps; % judged right):
 
-{curve_table(training.get('curve', []))}
+{curve_table(training)}
 
 ![training](training.png)
 {search_section(search)}
@@ -246,12 +285,13 @@ judge below {best.get('min_confidence', 0.5)} confidence abstains (= wrong). Mea
 |---|---|---|---|---|
 {rows}
 
-At guidance {best['guidance']}, both right per known action: {by_action}.
+At guidance {best['guidance']} (the best of those measured; the samples below are drawn there), both right per
+known action: {by_action}.
 How often each action appears when only the subject is named (%): {appears}.
 
-| quality bar | target | measured (guidance {best['guidance']}) | |
+| quality bar | target | measured (guidance {default['guidance']}, the world's default) | |
 |---|---|---|---|
-{bars(best)}
+{bars(default)}
 {control_section(control)}
 ![samples](samples.png)
 """
@@ -281,8 +321,9 @@ def main(argv: list[str]) -> None:
     training = json.loads((folder / "training.json").read_text())
     extra = {name: json.loads((folder / f"{name}.json").read_text()) if (folder / f"{name}.json").exists() else None
              for name in ("cpu_timing", "search", "control")}
-    write_atomic(folder / "README.md", card(folder, training, results, best, extra["cpu_timing"], extra["search"],
-                                            extra["control"]).encode())
+    default = next((r for r in results if r["guidance"] == cfg.default_guidance), best)
+    write_atomic(folder / "README.md", card(folder, training, results, best, default, extra["cpu_timing"],
+                                            extra["search"], extra["control"]).encode())
     print(f"best guidance {best['guidance']}: both right {best['named']['both']}%; card: {folder / 'README.md'}")
 
 
