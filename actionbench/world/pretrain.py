@@ -191,6 +191,22 @@ class Checkpoint:
         write_atomic(self.path, buffer.getvalue())
 
 
+class LossLog:
+    """Per-step losses kept on the device and copied to the host in batches: one sync per flush, not per step."""
+
+    def __init__(self, values: list[float]):
+        self.values, self.pending = values, []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss.detach())
+
+    def flush(self) -> list[float]:
+        if self.pending:
+            self.values += torch.stack(self.pending).tolist()
+            self.pending = []
+        return self.values
+
+
 def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> list[float]:
     """Reconstruction (L1 + MSE) plus a small KL term: smooth, well-scaled latents for the UNet."""
     checkpoint = Checkpoint(work, "vae", cfg, VAE_FIELDS)
@@ -206,7 +222,7 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
     began = time.perf_counter()
     vae.to(device).train()
     data = torch.from_numpy(images).to(device)  # uint8 on the device; batches are converted there
-    pending = []  # per-step losses still on the device (one sync per checkpoint, not per step)
+    log = LossLog(losses)
     bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="VAE", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
@@ -221,18 +237,14 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        pending.append(loss.detach())
+        log.add(loss)
         last = step + 1 == cfg.vae_steps
         if (step + 1) % 50 == 0 or last:
-            losses += torch.stack(pending).tolist()
-            pending = []
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            bar.set_postfix(loss=f"{np.mean(log.flush()[-50:]):.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or last:
-            losses += torch.stack(pending).tolist() if pending else []
-            pending = []
             checkpoint.save(model=vae.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                            step=step + 1, losses=losses, seconds=seconds + time.perf_counter() - began)
-    return losses, seconds + time.perf_counter() - began
+                            step=step + 1, losses=log.flush(), seconds=seconds + time.perf_counter() - began)
+    return log.flush(), seconds + time.perf_counter() - began
 
 
 @torch.no_grad()
@@ -372,7 +384,7 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
     snr_all = alphas / (1 - alphas)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60 if cfg.curve_every_minutes else math.inf
-    pending, began = [], time.perf_counter()
+    log, began = LossLog(losses), time.perf_counter()
 
     def elapsed() -> float:
         if device.type == "cuda":
@@ -410,12 +422,10 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        pending.append(loss.detach())
+        log.add(loss)
         last = step + 1 == cfg.steps
         if (step + 1) % 50 == 0 or last:
-            losses += torch.stack(pending).tolist()
-            pending = []
-            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+            bar.set_postfix(loss=f"{np.mean(log.flush()[-100:]):.4f}")
             if judge_curve and (elapsed() >= next_curve or last):
                 now = elapsed()
                 with swapped_in(params, ema):
@@ -424,16 +434,14 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
                 next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60
                 seconds, began = now, time.perf_counter()  # judging time is not training time
         if (step + 1) % cfg.checkpoint_every == 0 or last:
-            losses += torch.stack(pending).tolist() if pending else []
-            pending = []
             checkpoint.save(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), ema=[e.cpu() for e in ema],
                             optimizer=optimizer.state_dict(), generator=generator.get_state(), step=step + 1,
-                            losses=losses, seconds=elapsed(), curve=curve)
+                            losses=log.flush(), seconds=elapsed(), curve=curve)
     with torch.no_grad():
         torch._foreach_copy_(params, ema)
     if cfg.channels_last:
         unet.to(memory_format=torch.contiguous_format)
-    return losses, elapsed(), curve
+    return log.flush(), elapsed(), curve
 
 
 def seconds_per_step(run, short: int = 15, long: int = 65) -> float:
@@ -597,8 +605,8 @@ def main(argv: list[str]) -> None:
                 "minutes": {"vae": round(vae_seconds / 60, 1), "unet": round(unet_seconds / 60, 1)},
                 "vae_reconstruction_judged_right": reconstruction, "vae_gate_passed": passed, "curve": curve,
                 "initialised_from": source,
-                "threads": torch.get_num_threads(), "final_loss": {"vae": float(np.mean(vae_losses[-100:])),
-                                                                     "unet": float(np.mean(unet_losses[-100:]))}}
+                "threads": torch.get_num_threads(), "final_loss": {name: float(np.mean(values[-100:])) if values else None
+                                                                     for name, values in (("vae", vae_losses), ("unet", unet_losses))}}
     save_pipeline(tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), scheduler, out, {
         "training.json": (json.dumps(training, indent=2) + "\n").encode(),
         "training.yaml": OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode(),

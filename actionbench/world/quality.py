@@ -117,7 +117,16 @@ def cpu_line(cpu: dict | None) -> str:
     steps = cpu["seconds_per_step"]
     return (f"On 2 CPU cores (`python -m benchmarks.world_pretrain`: {steps['vae']} s per VAE step, {steps['unet']} s per "
             f"UNet step, {cpu['render_ms_per_image']} ms per render) stage 1's config would take an estimated "
-            f"{cpu['estimated_total_minutes']} minutes; the later stages ran there (their minutes above).")
+            f"{cpu['estimated_total_minutes']} minutes; the later stages ran there (their minutes above)."
+            + levers_line(cpu.get("levers")))
+
+
+def levers_line(levers: dict | None) -> str:
+    if not levers:
+        return ""
+    ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in levers["relative_time_per_sample"].items())
+    return (f" Throughput levers on those cores (`{levers['command']}`), time per training sample relative to the "
+            f"plain fp32 step ({levers['fp32_ms_per_sample']} ms): {ratios}; none pays, so none is on.")
 
 
 def bars(best: dict) -> str:
