@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,24 +26,20 @@ from actionbench.world.render import random_dataset
 
 
 def seconds_per_step(phase: str, steps: int, cfg: pretrain.PretrainConfig) -> float:
-    def timed(n: int) -> float:
-        with tempfile.TemporaryDirectory() as work:
-            run_cfg = dataclasses.replace(cfg, vae_steps=n, steps=n, checkpoint_every=10**9, warmup_steps=1,
-                                          curve_every_minutes=0)
-            _, text_encoder, vae, unet, scheduler = pretrain.components(run_cfg)
-            images = np.random.default_rng(0).integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
-            start = time.perf_counter()
-            if phase == "vae":
-                pretrain.train_vae(vae, images, run_cfg, Path(work), torch.device(cfg.device))
-            else:
-                latent = torch.randn(512, cfg.latent_channels, 8, 8)
-                ids = torch.randint(0, 49406, (512, 77))
-                pretrain.train_unet(unet, text_encoder, scheduler, latent, latent.abs(), ids, run_cfg, Path(work),
-                                    torch.device(cfg.device), 1.0, ids[0])
-            return time.perf_counter() - start
-
-    timed(2)
-    return (timed(2 * steps) - timed(steps)) / steps
+    """A VAE or UNet step of the config on random data (no dataset needed), timed as pretraining times its
+    budgets: a `steps`- and a 2x`steps`-step run on fresh copies, by difference."""
+    run_cfg = dataclasses.replace(cfg, warmup_steps=1, curve_every_minutes=0)
+    _, text_encoder, vae, unet, scheduler = pretrain.components(run_cfg)
+    device = torch.device(cfg.device)
+    if phase == "vae":
+        images = np.random.default_rng(0).integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
+        return pretrain.time_per_step(lambda v, c, w: pretrain.train_vae(v, images, c, w, device)[1], (vae,), run_cfg,
+                                      "vae_steps", steps, 2 * steps)
+    latent = torch.randn(512, cfg.latent_channels, 8, 8)
+    ids = torch.randint(0, 49406, (512, 77))
+    return pretrain.time_per_step(
+        lambda u, t, c, w: pretrain.train_unet(u, t, scheduler, latent, latent.abs(), ids, c, w, device, 1.0, ids[0])[1],
+        (unet, text_encoder), run_cfg, "steps", steps, 2 * steps)
 
 
 LEVERS = {"bf16 autocast": {"mixed_precision": "bf16"}, "channels-last": {"channels_last": True},

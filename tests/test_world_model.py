@@ -97,6 +97,18 @@ def test_the_unet_does_not_start_on_a_vae_below_the_gate(tmp_path, capsys):
     assert not (tmp_path / "work-gated" / "unet.pt").exists() and not (tmp_path / "model-gated").exists()
 
 
+def test_init_from_continues_a_trained_model_and_keeps_its_vae(tmp_path):
+    source = _train(tmp_path, "source")
+    continued = _train(tmp_path, "continued", init_from=str(source), steps=2, images=48)  # other data: other latent std
+    before, after = _weights(source), _weights(continued)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("vae/"))  # the VAE is kept
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("unet/"))  # the UNet trains on
+    training = json.loads((continued / "training.json").read_text())
+    assert training["initialised_from"] == json.loads((source / "training.json").read_text())
+    assert training["scaling_factor"] == training["initialised_from"]["scaling_factor"]
+    assert training["final_loss"]["vae"] is None and training["config"]["steps"] == 2
+
+
 def test_gate_and_curve_arithmetic():
     assert pretrain.gate_passed({"action": 97.0, "subject": 99.0}, (97.0, 99.0))
     assert not pretrain.gate_passed({"action": 96.9, "subject": 100.0}, (97.0, 99.0))

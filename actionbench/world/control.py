@@ -50,7 +50,7 @@ def control(cfg: ControlConfig) -> dict:
         ratio = trained["total"] / sd["total"] if sd["total"] else float("inf") if trained["total"] else 0.0
         rows.append({"action": action, "sd": sd, "trained": trained, "ratio": round(ratio, 3)})
     passing = sum(row["ratio"] >= BAR for row in rows)
-    return {"method": cfg.method, "rows": rows, "bar": BAR, "actions_at_bar": passing,
+    return {"method": cfg.method, "rows": rows, "bar": BAR, "min_actions": MIN_ACTIONS, "actions_at_bar": passing,
             "passed": passing >= MIN_ACTIONS,
             "command": f"python -m actionbench.run -m benchmark=synthetic_control method=sd,{cfg.method} "
                        f"action={','.join(cfg.actions)} seed={cfg.seed}"}

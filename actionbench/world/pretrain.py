@@ -24,7 +24,9 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 
 from actionbench.files import write_atomic
 from actionbench.world import WORLD
-from actionbench.world.render import ACTIONS, SUBJECTS, random_dataset
+from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS, random_dataset
 from methods.mechanics.tokens import token_ids
 
 MODEL = WORLD / "model"  # committed: the trained pipeline folder with its config, card, loss curve and samples
@@ -151,9 +153,9 @@ def dataset(cfg: PretrainConfig, work: Path) -> dict[str, np.ndarray]:
     return data
 
 
-def pixels(images: np.ndarray) -> torch.Tensor:
-    """uint8 (n, 32, 32, 3) -> float (n, 3, 32, 32) in [-1, 1], as SD's VAE takes them."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (n, 32, 32, 3) -> float (n, 3, 32, 32) in [-1, 1], as SD's VAE takes them (on the input's device)."""
+    return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def lr_at(step: int, cfg: PretrainConfig, total: int, peak: float) -> float:
@@ -228,7 +230,7 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, cfg.vae_steps, cfg.vae_learning_rate)
         index = torch.randint(len(data), (cfg.vae_batch_size,), generator=generator, device=device)
-        batch = data[index].permute(0, 3, 1, 2).float() / 127.5 - 1
+        batch = pixels(data[index])
         posterior = vae.encode(batch).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=device)
         reconstruction = vae.decode(latents).sample
@@ -284,8 +286,6 @@ def encode(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tensor,
 
 def curve_prompts() -> tuple[list[str], np.ndarray, np.ndarray]:
     """The fixed prompt set of the learning curve: every evaluation subject with every known action, once."""
-    from actionbench.world.render import EVAL_SUBJECTS, KNOWN_ACTIONS
-
     pairs = [(s, a) for s in EVAL_SUBJECTS for a in KNOWN_ACTIONS]
     return ([f"{s.prompt} {a.phrase}" for s, a in pairs], np.array([SUBJECTS.index(s) for s, _ in pairs]),
             np.array([ACTIONS.index(a) for _, a in pairs]))
@@ -334,22 +334,17 @@ class CurveJudge:
         return curve_point(verdict["action"] == self.actions, verdict["subject"] == self.subjects, step, seconds)
 
 
+@contextmanager
 def swapped_in(params: list[torch.Tensor], ema: list[torch.Tensor]):
-    """Context: the EMA weights in place of the trained ones (for judging), restored afterwards."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def swap():
-        saved = [p.detach().clone() for p in params]
+    """The EMA weights in place of the trained ones (for judging), restored afterwards."""
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        torch._foreach_copy_(params, ema)
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            torch._foreach_copy_(params, ema)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, saved)
-
-    return swap()
+            torch._foreach_copy_(params, saved)
 
 
 def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: PretrainConfig, work: Path,
@@ -476,19 +471,17 @@ def resolve_steps(cfg: PretrainConfig, work: Path, phase: str, measure) -> Pretr
     return resolved
 
 
-def probe(cfg: PretrainConfig, steps_key: str, steps: int) -> PretrainConfig:
-    """A copy of the config for a throwaway timing run of `steps` steps."""
-    probe_cfg = copy.deepcopy(cfg)
-    setattr(probe_cfg, steps_key, steps)
-    probe_cfg.checkpoint_every, probe_cfg.vae_minutes, probe_cfg.unet_minutes = 10**9, None, None
-    return probe_cfg
+def time_per_step(train, modules: tuple, cfg: PretrainConfig, steps_key: str, short: int = 15, long: int = 65) -> float:
+    """Seconds per step of `train(*modules, cfg, work)` (returning its seconds), timed on throwaway copies of
+    `modules` in a temporary work_dir, so the real run starts fresh."""
+    def run(steps: int) -> float:
+        probe = copy.deepcopy(cfg)
+        setattr(probe, steps_key, steps)
+        probe.checkpoint_every, probe.vae_minutes, probe.unet_minutes = 10**9, None, None
+        with tempfile.TemporaryDirectory() as tmp:
+            return train(*copy.deepcopy(modules), probe, Path(tmp))
 
-
-def timed_run(train, module_copies, cfg: PretrainConfig, steps_key: str, steps: int) -> float:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return train(*module_copies(), probe(cfg, steps_key, steps), Path(tmp))
+    return seconds_per_step(run, short, long)
 
 
 def training_plot(vae_losses: list[float], unet_losses: list[float], curve: list[dict], path: Path) -> None:
@@ -551,14 +544,16 @@ def main(argv: list[str]) -> None:
     work, out = Path(cfg.work_dir), Path(cfg.out_dir or MODEL)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tokenizer, text_encoder, vae, unet, scheduler = components(cfg)
     source = None
     if cfg.init_from:  # continue a trained model (e.g. one trained on a GPU, continued on a CPU)
         from diffusers import StableDiffusionPipeline
 
         trained = StableDiffusionPipeline.from_pretrained(cfg.init_from)
-        tokenizer, text_encoder, vae, unet = trained.tokenizer, trained.text_encoder, trained.vae, trained.unet
+        tokenizer, text_encoder, vae, unet, scheduler = (trained.tokenizer, trained.text_encoder, trained.vae,
+                                                         trained.unet, trained.scheduler)
         source = json.loads((Path(cfg.init_from) / "training.json").read_text())
+    else:
+        tokenizer, text_encoder, vae, unet, scheduler = components(cfg)
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in
               (("text_encoder", text_encoder), ("vae", vae), ("unet", unet))}
     print("parameters:", ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts.items()))
@@ -566,9 +561,8 @@ def main(argv: list[str]) -> None:
     if source:
         vae_losses, vae_seconds = [], 0.0
     else:
-        cfg = resolve_steps(cfg, work, "vae", lambda: seconds_per_step(lambda steps: timed_run(
-            lambda v, c, w: train_vae(v, data["images"], c, w, device)[1], lambda: (copy.deepcopy(vae),), cfg,
-            "vae_steps", steps)))
+        cfg = resolve_steps(cfg, work, "vae", lambda: time_per_step(
+            lambda v, c, w: train_vae(v, data["images"], c, w, device)[1], (vae,), cfg, "vae_steps"))
         vae_losses, vae_seconds = train_vae(vae, data["images"], cfg, work, device)
     reconstruction = reconstruction_judged(vae, cfg, device)
     passed = gate_passed(reconstruction, cfg.vae_gate)
@@ -588,9 +582,9 @@ def main(argv: list[str]) -> None:
     caption_ids = token_ids(tokenizer, list(data["captions"]), "cpu")
     empty_ids = token_ids(tokenizer, [""], "cpu")[0]  # the dropped caption, for classifier-free guidance
     unet_inputs = (scheduler, means, stds, caption_ids)
-    cfg = resolve_steps(cfg, work, "unet", lambda: seconds_per_step(lambda steps: timed_run(
+    cfg = resolve_steps(cfg, work, "unet", lambda: time_per_step(
         lambda u, t, c, w: train_unet(u, t, *unet_inputs, c, w, device, scaling_factor, empty_ids)[1],
-        lambda: (copy.deepcopy(unet), copy.deepcopy(text_encoder)), cfg, "steps", steps)))
+        (unet, text_encoder), cfg, "steps"))
     judge_curve = (CurveJudge(tokenizer, text_encoder, vae.to(device), unet, scheduler, cfg, device)
                    if cfg.curve_every_minutes else None)
     unet_losses, unet_seconds, curve = train_unet(unet, text_encoder, *unet_inputs, cfg, work, device,

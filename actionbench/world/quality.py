@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from actionbench.files import write_atomic
 from actionbench.generate import initial_latents
 from actionbench.world.judges import Judge, to_pixels
-from actionbench.world.pretrain import MODEL
+from actionbench.world.pretrain import DATA_FIELDS, MODEL, VAE_FIELDS, PretrainConfig
 from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS
 from methods.base import ActionMethod
 
@@ -126,12 +126,12 @@ def levers_line(levers: dict | None) -> str:
         return ""
     ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in levers["relative_time_per_sample"].items())
     return (f" Throughput levers on those cores (`{levers['command']}`), time per training sample relative to the "
-            f"plain fp32 step ({levers['fp32_ms_per_sample']} ms): {ratios}; none pays, so none is on.")
+            f"plain fp32 step ({levers['fp32_ms_per_sample']} ms): {ratios} (below 1 is faster).")
 
 
-def bars(best: dict) -> str:
+def bars(figures: dict) -> str:
     """Each quality bar, the measured figure, and whether it holds."""
-    both, alone = best["named"]["both"], best["subject_alone"]
+    both, alone = figures["named"]["both"], figures["subject_alone"]
     rarest = min((v, k) for k, v in alone["action_appears"].items() if k not in {a.name for a in KNOWN_ACTIONS})
     lines = [
         ("prompted known actions, both right", f">= {BARS['both'][0]}% (floor {BARS['both'][1]}%)", f"{both}%",
@@ -164,8 +164,6 @@ def curve_table(training: dict) -> str:
 def stages_text(training: dict) -> str:
     """One line per stage: where it ran, how long, and the command that reproduces it (the settings that
     differ from the defaults; work folders and reporting intervals left out)."""
-    from actionbench.world.pretrain import DATA_FIELDS, VAE_FIELDS, PretrainConfig
-
     defaults = json.loads(json.dumps(dataclasses.asdict(PretrainConfig())))
     operational = {"work_dir", "out_dir", "checkpoint_every", "curve_every_minutes", "below_gate"}
     lines = []
@@ -224,7 +222,8 @@ def control_section(control: dict | None) -> str:
 ## Positive control (`benchmark=synthetic_control`)
 {control['method']} trained on a known action's 10 exemplars (drawn by the exemplar-only subjects), against
 `method=sd` prompting the action by its words; Total = both judged right over the 23 evaluation subjects x 2
-samples. The bar: the trained method reaches >= 70% of `sd`'s Total on at least 2 actions.
+samples. The bar: the trained method reaches >= {control['bar']:.0%} of `sd`'s Total on at least {control['min_actions']}
+actions ({'passed' if control['passed'] else 'NOT passed'}).
 
 | action | sd Total | {control['method']} Total | ratio | {control['method']} Action / Subject |
 |---|---|---|---|---|
