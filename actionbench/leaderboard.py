@@ -31,6 +31,7 @@ from eval.aggregate import SIMILARITIES, agreement
 KEYS = ["benchmark", "model", "method"]
 ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own boards (results_dir=results/ablations/...)
 CONTROL = "synthetic_control"  # the world's positive control (results_dir=results/runs/synthetic_control)
+CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
 
@@ -42,7 +43,7 @@ def method_label(record: dict) -> str:
     return f"{record['method']} ({', '.join(settings)})" if settings else record["method"]
 
 
-def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL)) -> tuple[pd.DataFrame, list[str]]:
+def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CONVERGENCE)) -> tuple[pd.DataFrame, list[str]]:
     """One row per image of every complete record (with its run's keys, folder and config digest, which with
     the file name identifies the image); and one message per record skipped. Records inside a folder named
     in `exclude` (below `root`) are not read."""

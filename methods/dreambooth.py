@@ -94,8 +94,9 @@ class DreamBooth(ActionMethod):
                 return instance_and_prior_loss(unet, scheduler, latents.sample(index, flipped, generator),
                                                instance_embeds[index.to(device)], prior, prior_hidden, generator, self.prior.weight)
 
-        # A full-UNet checkpoint (weights + Adam moments, ~10 GB for SD) costs more than redoing 400 steps.
-        resume = Resume(artifact_dir, (generator, sampler)) if self.lora else None
+        # A full-UNet checkpoint (weights + Adam moments, ~10 GB for SD) costs more than redoing 400 steps:
+        # none periodically, only the states the convergence ladder asks to keep.
+        resume = Resume(artifact_dir, (generator, sampler), every=200 if self.lora else None)
         optimise(optimizer, loss, self.max_train_steps, "dreambooth-lora" if self.lora else "dreambooth",
                  log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm, resume=resume)
         unet.eval().requires_grad_(False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,20 @@ from tqdm.auto import tqdm
 from actionbench.files import write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
+_kept_steps: frozenset[int] = frozenset()
+
+
+@contextmanager
+def keeping_checkpoints(steps):
+    """Within this, every resumable training also keeps its state at each of these step counts, in
+    `{checkpoint}.step{N}` beside its checkpoint: the convergence ladder (actionbench.convergence) judges one
+    training run at several step counts by finishing a copy of the run from each kept state."""
+    global _kept_steps
+    before, _kept_steps = _kept_steps, frozenset(int(s) for s in steps)
+    try:
+        yield
+    finally:
+        _kept_steps = before
 
 
 @dataclass
@@ -22,12 +37,16 @@ class Resume:
 
     folder: Path
     generators: tuple[torch.Generator, ...]
-    every: int = 200
+    every: int | None = 200  # None: no periodic checkpoint (only the states keeping_checkpoints asks for)
     name: str = CHECKPOINT_FILE  # methods that train in stages keep one checkpoint per stage
 
     @property
     def path(self) -> Path:
         return Path(self.folder) / self.name
+
+    def kept(self, step: int) -> Path:
+        """Where `keeping_checkpoints` keeps the state after `step` steps."""
+        return Path(self.folder) / f"{self.name}.step{step}"
 
     def load(self, optimizer: torch.optim.Optimizer) -> int:
         """Restore the saved state, if any; the step to continue from."""
@@ -42,11 +61,11 @@ class Resume:
             generator.set_state(saved)
         return state["step"]
 
-    def save(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+    def save(self, optimizer: torch.optim.Optimizer, step: int, path: Path | None = None) -> None:
         buffer = io.BytesIO()
         torch.save({"step": step, "params": [p.detach().cpu() for p in _params(optimizer)],
                     "optimizer": optimizer.state_dict(), "generators": [g.get_state() for g in self.generators]}, buffer)
-        write_atomic(self.path, buffer.getvalue())
+        write_atomic(path or self.path, buffer.getvalue())
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -92,7 +111,9 @@ def optimise(
             after_step()
         if step % log_every == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if resume and (step + 1) % resume.every == 0 and step + 1 < steps:
+        if resume and step + 1 in _kept_steps:
+            resume.save(optimizer, step + 1, resume.kept(step + 1))
+        if resume and resume.every and (step + 1) % resume.every == 0 and step + 1 < steps:
             resume.save(optimizer, step + 1)
     if resume:
         resume.path.unlink(missing_ok=True)
