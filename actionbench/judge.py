@@ -14,7 +14,6 @@ its requests know an image only by an opaque key: no method, run folder or score
 from __future__ import annotations
 
 import io
-import json
 import random
 import socket
 import sys
@@ -34,9 +33,7 @@ from werkzeug.serving import make_server
 
 from actionbench.errors import UserError
 from actionbench.files import write_atomic
-from actionbench.leaderboard import read_records
-from actionbench.records import RECORD_FILE
-from actionbench.task import load_task
+from actionbench.leaderboard import read_records, run_task
 from actionbench.votes import DB_FILE, answer, connect, judged, read_votes, undo
 
 PAGE = Path(__file__).parent / "judge_page"
@@ -92,18 +89,15 @@ def load_study(results_dir: Path, per_method_action: int | None = None, seed: in
     images = images.drop_duplicates(["run_digest", "file"])  # the same images in two folders are judged once
     tasks, exemplars, items = {}, [], []
     for run_dir, rows in images.groupby("run_dir", sort=True):
-        config = json.loads((Path(run_dir) / RECORD_FILE).read_text())["config"]
-        benchmark = {k: v for k, v in config["benchmark"].items() if not k.startswith("_")}
-        action = rows.run_action.iloc[0]
-        where = json.dumps([benchmark, action], sort_keys=True)
-        if where not in tasks:
-            try:
-                task = load_task(**benchmark, action=action)
-            except UserError as err:
-                raise UserError(f"{run_dir}: cannot show the exemplars of its action: {err}") from None
-            tasks[where] = (len(exemplars), {s.name: s.prompt for s in task.subjects})
-            exemplars.append(tuple(e.image for e in task.action.exemplars))
-        index, prompts = tasks[where]
+        try:
+            task = run_task(run_dir, rows.run_action.iloc[0])
+        except UserError as err:
+            raise UserError(f"{run_dir}: cannot show the exemplars of its action: {err}") from None
+        shown = tuple(e.image for e in task.action.exemplars)
+        if shown not in tasks:
+            tasks[shown] = len(exemplars)
+            exemplars.append(shown)
+        index, prompts = tasks[shown], {s.name: s.prompt for s in task.subjects}
         items += [Item(image_key(digest, file), digest, file, Path(run_dir) / file, prompts.get(subject, subject), index)
                   for digest, file, subject in zip(rows.run_digest, rows.file, rows.subject)]
     database = Path(results_dir) / DB_FILE

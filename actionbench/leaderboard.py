@@ -2,9 +2,12 @@
 
     python -m actionbench.leaderboard [results_dir=results] [bootstrap=1000]
 
-Writes leaderboard.csv (Action / Subject / Total over all images of all actions, with bootstrap 95%
-intervals over images; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
-LEADERBOARD.md, plots/ and report.html into results_dir. When results_dir holds people's verdicts
+Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
+tells, with bootstrap 95% intervals over images, and over training seeds where a row has several, whose
+spread it gives; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
+leaderboard_per_category.csv (Subject / Total / Leak per subject category), LEADERBOARD.md, plots/ (whatever
+else lies there is removed: boards gone) and report.html into results_dir; boards of the real ActionBench
+show the ADI paper's published rows beside them. When results_dir holds people's verdicts
 (human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
 Total over the images people judged (majority of raters) and the automated verdicts' agreement with them. Records of different benchmark or model never
 share a row; a method run with overridden settings (method.beta=0.25) is a row of its own; a malformed,
@@ -23,10 +26,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from actionbench.errors import UserError
 from actionbench.files import write_atomic
 from actionbench.records import RECORD_FILE, work_digest
+from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
 from eval.aggregate import SIMILARITIES, agreement
+from eval.rank import published
 
 KEYS = ["benchmark", "model", "method"]
 ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own boards (results_dir=results/ablations/...)
@@ -34,6 +40,7 @@ CONTROL = "synthetic_control"  # the world's positive control (results_dir=resul
 CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
+INTERVALS = ("Action", "Subject", "Total", "Leak")  # the figures given with 95% intervals
 
 
 def method_label(record: dict) -> str:
@@ -74,11 +81,32 @@ def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CON
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), skipped
 
 
-def _interval(correct: np.ndarray, rng: np.random.Generator, resamples: int) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean, resampling images."""
-    draws = correct[rng.integers(len(correct), size=(resamples, len(correct)))].mean(axis=1)
+def _interval(correct: np.ndarray, rng: np.random.Generator, resamples: int,
+              seeds: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean. Over images; where the images come from several training
+    seeds, over seeds and then images within each, since a method's luck with its seed is part of its spread."""
+    groups = [correct] if seeds is None else [correct[seeds == s] for s in np.unique(seeds)]
+    if len(groups) == 1:
+        draws = correct[rng.integers(len(correct), size=(resamples, len(correct)))].mean(axis=1)
+    else:
+        picks = rng.integers(len(groups), size=(resamples, len(groups)))  # seeds, drawn with replacement
+        sums, counts = np.zeros(resamples), np.zeros(resamples)
+        for position in range(len(groups)):  # a seed drawn twice gets two independent draws of its images
+            for j, values in enumerate(groups):
+                chosen = picks[:, position] == j
+                sums[chosen] += values[rng.integers(len(values), size=(chosen.sum(), len(values)))].sum(axis=1)
+                counts[chosen] += len(values)
+        draws = sums / counts
     low, high = np.percentile(draws, [2.5, 97.5])
     return 100 * low, 100 * high
+
+
+def _seed_spread(total: np.ndarray, seeds: np.ndarray) -> dict:
+    """How far Total moves between training seeds: the lowest and highest per-seed Total and their standard
+    deviation (NaN for one seed)."""
+    per_seed = 100 * pd.Series(total).groupby(seeds).mean()
+    return {"Total_seed_min": per_seed.min(), "Total_seed_max": per_seed.max(),
+            "Total_seed_sd": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan}
 
 
 def with_human(images: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
@@ -102,7 +130,7 @@ def _human(images: pd.DataFrame, rng: np.random.Generator, resamples: int) -> di
     row = {"Human_images": len(judged)}
     for name, values in zip(HUMAN, (action, subject, action * subject)):
         row[name] = 100 * values.mean()
-        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples)
+        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples, judged["run_seed"].to_numpy())
     for name, people in (("Action", action), ("Subject", subject)):
         row[f"Agree_{name}"], row[f"Kappa_{name}"] = agreement(judged[f"{name.lower()}_correct"].astype(bool).tolist(),
                                                                people.astype(bool).tolist())
@@ -110,8 +138,9 @@ def _human(images: pd.DataFrame, rng: np.random.Generator, resamples: int) -> di
 
 
 def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0) -> pd.DataFrame:
-    """Per group (`by`: record keys): image count, Action / Subject / Total in % with 95% intervals, the
-    CLIP-proxy figures where the records have them, and people's figures where `images` has them (human.*)."""
+    """Per group (`by`: record keys): image count, Action / Subject / Total and Leak (where the scorer tells)
+    in % with 95% intervals, the seed count and spread of Total, the CLIP-proxy figures where the records
+    have them, and people's figures where `images` has them (human.*)."""
     rng = np.random.default_rng(seed)
     human_rng = np.random.default_rng([seed, 1])  # people's votes never shift the automated intervals
 
@@ -120,23 +149,36 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
 
     action, subject = column("action_correct"), column("subject_correct")
     clip_action, clip_subject = column("clip.action_correct"), column("clip.subject_correct")
-    figures = {"Action": action, "Subject": subject, "Total": action * subject,
+    figures = {"Action": action, "Subject": subject, "Total": action * subject, "Leak": column("leak"),
                "CLIP_Action": clip_action, "CLIP_Subject": clip_subject, "CLIP_Total": clip_action * clip_subject}
     for name in SIMILARITIES:  # from a CLIP scorer alone, or the CLIP beside the judges
         figures[name] = column(name).fillna(column(f"clip.{name}"))
     table = pd.DataFrame(figures).assign(**{f"run_{k}": images[f"run_{k}"] for k in by})
     rows = []
     for group, part in table.groupby([f"run_{k}" for k in by], sort=True):
-        row = dict(zip(by, group)) | {"actions": images.loc[part.index, "run_action"].nunique(), "images": len(part)}
+        seeds = images.loc[part.index, "run_seed"].to_numpy()
+        row = dict(zip(by, group)) | {"actions": images.loc[part.index, "run_action"].nunique(),
+                                      "seeds": len(np.unique(seeds)), "images": len(part)}
         for name in figures:
             values = part[name].to_numpy()
             row[name] = np.nan if np.isnan(values).any() else (values.mean() if name in SIMILARITIES else 100 * values.mean())
-            if name in ("Action", "Subject", "Total"):
-                row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples)
+            if name in INTERVALS and not np.isnan(row[name]):
+                row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples, seeds)
+        row |= _seed_spread(part["Total"].to_numpy(), seeds)
         if "human.action_correct" in images:
             row |= _human(images.loc[part.index], human_rng, resamples)
         rows.append(row)
     return pd.DataFrame(rows).round(3)
+
+
+def per_category(images: pd.DataFrame, resamples: int) -> pd.DataFrame:
+    """Subject, Total and Leak per benchmark x model x method x subject category (human / personality /
+    animal): whether a method keeps some kinds of subject and loses others (animals turned human)."""
+    if "category" not in images:
+        return pd.DataFrame()
+    table = summarise(images.assign(run_category=images["category"]), [*KEYS, "category"], resamples)
+    figures = [f"{name}{end}" for name in ("Subject", "Total", "Leak") for end in ("", "_low", "_high")]
+    return table[[*KEYS, "category", "seeds", "images", *[c for c in figures if c in table]]]
 
 
 def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list[str], by: str = "Total") -> str:
@@ -153,11 +195,31 @@ def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list
     return "\n".join(lines) + "\n"
 
 
+def _seed_cells(part: pd.DataFrame) -> pd.DataFrame:
+    """The board with a "Total per seed" cell, lowest-highest (sd), where some row has several seeds."""
+    if not part.seeds.gt(1).any():
+        return part
+    cells = [f"{low:.2f}-{high:.2f} (sd {sd:.2f})" if seeds > 1 else "–"
+             for low, high, sd, seeds in zip(part.Total_seed_min, part.Total_seed_max, part.Total_seed_sd, part.seeds)]
+    return part.assign(**{"Total per seed": cells})
+
+
+def _reference() -> pd.DataFrame:
+    """The ADI paper's published rows, as the boards of the real ActionBench show them."""
+    return published()[["name", "Action", "Subject", "Total"]].rename(columns={"name": "method"})
+
+
+REFERENCE_TITLE = "Published reference: the ADI paper's table (SD 2.1, judged by people, not by the automated judge)"
+
+
 def markdown(board: pd.DataFrame) -> str:
-    """One table per benchmark x model, and one of people's verdicts where there are any; the best Action /
-    Subject / Total of each in bold."""
+    """One table per benchmark x model (the ADI paper's published rows beside the real ActionBench's), and
+    one of people's verdicts where there are any; the best Action / Subject / Total of each in bold."""
     parts = ["# Leaderboard\n", "Action / Subject / Total: % of images judged right, mean over all images of all "
-             "actions, [95% bootstrap interval over images]; CLIP_*: the same verdicts from the CLIP proxy; "
+             "actions, [95% bootstrap interval over images, and over training seeds where a row has several]; "
+             "Leak: % of images whose subject the world's subject judge reads as one of the exemplars' subjects "
+             "(the exemplars' look copied; empty where the scorer cannot tell); Total per seed: the lowest and "
+             "highest per-seed Total (sd); CLIP_*: the same verdicts from the CLIP proxy; "
              "cosines: mean CLIP image-exemplar and image-subject-text similarity. Generated by "
              "`python -m actionbench.leaderboard`.\n"]
     if "Human_images" in board and board.Human_images.gt(0).any():
@@ -168,10 +230,15 @@ def markdown(board: pd.DataFrame) -> str:
                      "kappa (1: always, 0: no better than chance).\n")
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         parts.append(f"## {benchmark} / {model}\n")
-        columns = ["Action", "Subject", "Total"] + [c for c in ("CLIP_Action", "CLIP_Subject", "CLIP_Total", *SIMILARITIES)
-                                                     if part[c].notna().any()]
-        bold = [c for c in columns if c not in SIMILARITIES]  # more exemplar likeness is not better
-        parts.append(_table(part, ["actions", "images"], columns, bold))
+        part = _seed_cells(part)
+        columns = ["Action", "Subject", "Total"] + [c for c in ("Leak", "CLIP_Action", "CLIP_Subject", "CLIP_Total",
+                                                                *SIMILARITIES) if part[c].notna().any()]
+        bold = [c for c in columns if c not in (*SIMILARITIES, "Leak")]  # more exemplar likeness is not better
+        counts = ["actions", "seeds", "images"] + (["Total per seed"] if "Total per seed" in part else [])
+        parts.append(_table(part, counts, columns, bold))
+        if benchmark == "actionbench":
+            parts.append(f"### {REFERENCE_TITLE}\n")
+            parts.append(_table(_reference(), [], ["Action", "Subject", "Total"], []))
         if "Human_images" in part and part.Human_images.gt(0).any():
             parts.append(f"### People's verdicts, {benchmark} / {model}\n")
             parts.append(_table(part, ["Human_images"], [*HUMAN, *AGREEMENT], list(HUMAN), "Human_Total"))
@@ -188,8 +255,26 @@ def build(results_dir: Path, resamples: int = 1000):
     return images, summarise(images, KEYS, resamples), summarise(images, [*KEYS, "action"], resamples), skipped
 
 
+def run_task(run_dir: str | Path, action: str):
+    """The task of a run's action, from the benchmark folder its record's config names (UserError where that
+    folder is gone or invalid, or the config names none)."""
+    config = json.loads((Path(run_dir) / RECORD_FILE).read_text())["config"]
+    if "benchmark" not in config:
+        raise UserError(f"{run_dir}: its record's config names no benchmark")
+    return load_task(**{k: v for k, v in config["benchmark"].items() if not k.startswith("_")}, action=action)
+
+
+def _exemplars(run_dir: str, action: str) -> list[Path]:
+    """The action's exemplar images for the top of its grid; none where the benchmark folder cannot be read."""
+    try:
+        return [e.image for e in run_task(run_dir, action).action.exemplars]
+    except UserError:
+        return []
+
+
 def pictures(images: pd.DataFrame, board: pd.DataFrame, per_action: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
-    """Plots per benchmark x model, and one image grid per action (each method's first sample per subject)."""
+    """Plots per benchmark x model, and one image grid per action (its exemplars, then each method's first
+    sample per subject); pictures under plots/ that were not made now (boards gone) are removed."""
     from eval import plots
 
     made = []
@@ -201,18 +286,35 @@ def pictures(images: pd.DataFrame, board: pd.DataFrame, per_action: pd.DataFrame
         made.append((f"{title}: Total per action", plots.heatmap(actions, title, out / "plots" / f"{name}_heatmap.png")))
         mine = images[(images.run_benchmark == benchmark) & (images.run_model == model) & (images["sample"] == 0)]
         for action, cells in mine.groupby("run_action"):
+            exemplars = _exemplars(cells.run_dir.iloc[0], action)
             cells = pd.DataFrame({"method": cells.run_method, "subject": cells.subject,
                                   "image": [Path(d) / f for d, f in zip(cells.run_dir, cells.file)]})
-            made.append((f"{title}: {action}", plots.image_grid(cells, out / "plots" / "grids" / f"{name}_{action}.png")))
+            made.append((f"{title}: {action}", plots.image_grid(cells, out / "plots" / "grids" / f"{name}_{action}.png",
+                                                                exemplars)))
+    kept = {path.resolve() for _, path in made}
+    for path in (out / "plots").rglob("*.png"):
+        if path.resolve() not in kept:
+            path.unlink()
     return made
 
 
-def html(board: pd.DataFrame, made: list[tuple[str, Path]], out: Path) -> str:
-    """One self-contained page: the tables, then every plot and grid, linked relatively."""
+def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Path]], out: Path) -> str:
+    """One self-contained page: the tables (each scrolling in its own box), then every plot and grid, linked
+    relatively."""
+    def box(table: pd.DataFrame, **options) -> str:
+        return f'<div class="wide">{table.to_html(na_rep="–", float_format="%.2f", **options)}</div>'
+
     sections = []
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         table = part.drop(columns=["benchmark", "model"]).sort_values("Total", ascending=False)
-        sections.append(f"<h2>{benchmark} / {model}</h2>" + table.to_html(index=False, na_rep="–", float_format="%.2f"))
+        sections.append(f"<h2>{benchmark} / {model}</h2>" + box(table, index=False))
+        if benchmark == "actionbench":
+            sections.append(f"<h3>{REFERENCE_TITLE}</h3>" + box(_reference(), index=False))
+        mine = categories[(categories.benchmark == benchmark) & (categories.model == model)] if len(categories) else categories
+        if len(mine):
+            figures = [c for c in ("Subject", "Total", "Leak") if mine[c].notna().any()]
+            wide = mine.pivot(index="method", columns="category", values=figures).swaplevel(axis=1).sort_index(axis=1)
+            sections.append(f"<h3>{benchmark} / {model}: Subject / Total / Leak per subject category (%)</h3>" + box(wide))
     people = ("<p>Human_Action / Human_Subject / Human_Total: % of the images people judged (majority of raters, a "
               "tie counting as not right) with 95% intervals, over Human_images images; Agree_* and Kappa_*: the "
               "automated verdicts' agreement with people's on those images (%, Cohen's kappa).</p>"
@@ -221,9 +323,13 @@ def html(board: pd.DataFrame, made: list[tuple[str, Path]], out: Path) -> str:
                       "</figcaption></figure>" for caption, path in made)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>ActionBench leaderboard</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-            "padding:2px 6px}figure{display:inline-block;margin:1em}img{max-width:100%}</style></head><body>"
+            "padding:2px 6px}.wide{overflow-x:auto;max-width:100%}figure{display:inline-block;margin:1em}"
+            "img{max-width:100%}</style></head><body>"
             "<h1>ActionBench leaderboard</h1><p>Action / Subject / Total: % of images judged right over all images of "
-            "all actions, with 95% bootstrap intervals (_low, _high). Generated by "
+            "all actions, with 95% bootstrap intervals (_low, _high) over images, and over training seeds where a row "
+            "has several (seeds; Total_seed_min / _max / _sd: the spread of per-seed Totals). Leak: % of images whose "
+            "subject the world's subject judge reads as one of the exemplars' subjects (empty where the scorer cannot "
+            "tell). Each action's grid starts with its exemplars. Generated by "
             f"<code>python -m actionbench.leaderboard</code>.</p>{people}{''.join(sections)}{figures}</body></html>\n")
 
 
@@ -237,11 +343,14 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"no complete records under {out}")
     write_atomic(out / "leaderboard.csv", board.to_csv(index=False).encode())
     write_atomic(out / "leaderboard_per_action.csv", per_action.to_csv(index=False).encode())
+    categories = per_category(images, cfg.bootstrap)
+    write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
     write_atomic(out / "LEADERBOARD.md", markdown(board).encode())
     made = pictures(images, board, per_action, out)
-    write_atomic(out / "report.html", html(board, made, out).encode())
+    write_atomic(out / "report.html", html(board, categories, made, out).encode())
     print(markdown(board))
-    print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard_per_action.csv'}, {out / 'LEADERBOARD.md'}, "
+    print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard_per_action.csv'}, "
+          f"{out / 'leaderboard_per_category.csv'}, {out / 'LEADERBOARD.md'}, "
           f"{out / 'report.html'} and {len(made)} pictures under {out / 'plots'}")
 
 

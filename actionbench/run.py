@@ -142,8 +142,9 @@ def run(cfg: DictConfig) -> dict:
     }
     path = write_record(run_dir, record)
     summary = record["aggregates"]
+    leak = f"  Leak {summary['leak']:.2f}%" if "leak" in summary else ""
     print(f"{choices['method']} on {task.action.name!r}: Action {summary['action']:.2f}%  Subject {summary['subject']:.2f}%  "
-          f"Total {summary['total']:.2f}%  over {summary['images']} images in {timings['total']:.0f} s")
+          f"Total {summary['total']:.2f}%{leak}  over {summary['images']} images in {timings['total']:.0f} s")
     for name, other in summary.get("beside", {}).items():
         print(f"  {name}: Action {other['action']:.2f}%  Subject {other['subject']:.2f}%  Total {other['total']:.2f}%")
     if scorer.measures_nothing:

@@ -5,7 +5,7 @@ peak memory, and the wall time of a complete world sweep, printed as tables and 
     python -m benchmarks --quick    # tiny model, a few steps, one process (CI: under 2 min)
 
 Ratios are measured side by side in one run on one machine; the machine is printed with the tables and
-written beside them (`results/benchmarks/`).
+written beside them (`results/benchmarks/`; a quick run's under `results/benchmarks/quick/`, ignored by git).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import torch
 from actionbench.files import write_atomic
 from benchmarks import generation, scoring, sweep, train_step
 
+FULL = Path("results/benchmarks")  # the committed measurement
+QUICK = FULL / "quick"  # smoke runs' tiny-model figures, ignored by git
+
 
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
@@ -32,14 +35,21 @@ def machine(device: str) -> str:
     return f"{cpu} ({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}"
 
 
-def main() -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a smoke run writes beside the committed tables, never over them, unless --out says so."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny model, 3 steps, in one process: a smoke test of the suite, not a measurement")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=None, help="training steps timed per method (default 10; quick 3)")
     parser.add_argument("--runs", type=Path, default=Path("results/runs/synthetic/synthetic"), help="the world sweep's records")
-    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help=f"default {FULL} ({QUICK} with --quick, ignored by git)")
+    args = parser.parse_args(argv)
+    args.out = args.out or (QUICK if args.quick else FULL)
+    return args
+
+
+def main() -> None:
+    args = arguments()
     model = "tiny" if args.quick else "world"
     steps = args.steps or (3 if args.quick else 10)
     device = torch.device(args.device)

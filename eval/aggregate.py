@@ -1,4 +1,5 @@
-"""From per-image verdicts to the benchmark's figures: Action, Subject, Total (both correct), in %."""
+"""From per-image verdicts to the benchmark's figures: Action, Subject, Total (both correct), and Leak (the
+exemplars' look copied, where the scorer can tell), in %."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ SIMILARITIES = ("image_exemplar_cosine", "image_subject_cosine")
 
 
 def aggregate(per_image: list[dict]) -> dict:
-    """Percentages of images judged action-correct, subject-correct and both; mean similarity scores if any."""
+    """Percentages of images judged action-correct, subject-correct and both, and leaking where the scorer
+    tells (the world's judges); mean similarity scores if any."""
     if not per_image:
         raise ValueError("no images to aggregate")
     n = len(per_image)
@@ -18,6 +20,8 @@ def aggregate(per_image: list[dict]) -> dict:
         "subject": 100.0 * sum(bool(s["subject_correct"]) for s in per_image) / n,
         "total": 100.0 * sum(bool(s["action_correct"] and s["subject_correct"]) for s in per_image) / n,
     }
+    if "leak" in per_image[0]:  # a CLIP cannot tell: no figure, rather than a 0 that claims no leak
+        summary["leak"] = 100.0 * sum(bool(s["leak"]) for s in per_image) / n
     for key in SIMILARITIES:
         if key in per_image[0]:  # similarity scorers only; judges give verdicts alone
             summary[key] = fmean(s[key] for s in per_image)

@@ -1,5 +1,6 @@
 """The offline world's ground-truth judges as a scorer: Action / Subject / Total exactly as ActionBench
-defines them, with an abstention when a judge is unsure (an unreadable image counts as wrong)."""
+defines them, with an abstention when a judge is unsure (an unreadable image counts as wrong); and Leak, the
+subject judge reading one of the exemplar-only subjects: the method copied the exemplars' look."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import torch
 from actionbench.errors import UserError
 from actionbench.world import WEIGHTS
 from actionbench.world.judges import Judge, to_pixels
+from actionbench.world.render import EXEMPLAR_SUBJECTS
 from eval.scorer import Scorer
+
+EXEMPLAR_ONLY = frozenset(s.name for s in EXEMPLAR_SUBJECTS)  # they draw the exemplars and are never evaluated
 
 
 class JudgeScorer(Scorer):
@@ -49,4 +53,6 @@ class JudgeScorer(Scorer):
                 row[f"{kind}_correct"] = not abstained and judge.classes[label] == truth
                 row[f"{kind}_predicted"] = None if abstained else judge.classes[label]
                 row[f"{kind}_confidence"] = confidence
+        for row in rows:  # an abstention reads no subject, so it is no leak either
+            row["leak"] = row["subject_predicted"] in EXEMPLAR_ONLY
         return rows

@@ -74,21 +74,24 @@ def heatmap(per_action: pd.DataFrame, title: str, path: Path) -> Path:
     return _save(figure, path)
 
 
-def image_grid(cells: pd.DataFrame, path: Path, cell: int = 64) -> Path:
-    """`cells`: columns method, subject, image (a path); one row per method, one column per subject."""
+def image_grid(cells: pd.DataFrame, path: Path, exemplars=(), cell: int = 64) -> Path:
+    """`cells`: columns method, subject, image (a path); one row per method, one column per subject; above them
+    a row of the action's `exemplars` (paths), so copying their look shows at a glance."""
     methods, subjects = sorted(cells.method.unique()), list(dict.fromkeys(cells.subject))
-    label_w, label_h = 130, 16
-    canvas = Image.new("RGB", (label_w + cell * len(subjects), label_h + cell * len(methods)), "white")
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
-    for j, subject in enumerate(subjects):
-        draw.text((label_w + j * cell + 2, 2), subject[:10], fill="black", font=font)
     lookup = {(r.method, r.subject): r.image for r in cells.itertuples()}
-    for i, method in enumerate(methods):
-        draw.text((4, label_h + i * cell + cell // 2 - 6), method, fill="black", font=font)
-        for j, subject in enumerate(subjects):
-            if (method, subject) in lookup and Path(lookup[method, subject]).is_file():  # a missing image stays blank
-                with Image.open(lookup[method, subject]) as image:
-                    canvas.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (label_w + j * cell, label_h + i * cell))
+    label_w, label_h, top = 130, 16, cell if len(exemplars) else 0
+    canvas = Image.new("RGB", (label_w + cell * max(len(subjects), len(exemplars)), top + label_h + cell * len(methods)), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    rows = [("exemplars", 0, list(exemplars))] if top else []  # (label, y, images): the subjects' names below it
+    rows += [(m, top + label_h + i * cell, [lookup.get((m, s)) for s in subjects]) for i, m in enumerate(methods)]
+    for j, subject in enumerate(subjects):
+        draw.text((label_w + j * cell + 2, top + 2), subject[:10], fill="black", font=font)
+    for label, y, images in rows:
+        draw.text((4, y + cell // 2 - 6), label, fill="black", font=font)
+        for j, image_path in enumerate(images):
+            if image_path is not None and Path(image_path).is_file():  # a missing image stays blank
+                with Image.open(image_path) as image:
+                    canvas.paste(image.convert("RGB").resize((cell, cell), Image.NEAREST), (label_w + j * cell, y))
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     write_atomic(path, buffer.getvalue())

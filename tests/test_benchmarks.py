@@ -2,12 +2,16 @@
 the figures themselves are for people to read, never asserted."""
 
 import math
+import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 
 from benchmarks import __main__ as suite
 from benchmarks.train_step import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_quick_suite_writes_every_table(tmp_path, monkeypatch):
@@ -23,3 +27,11 @@ def test_quick_suite_writes_every_table(tmp_path, monkeypatch):
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     assert (sweep.records == 0).all()  # no records under --runs: nothing is claimed as measured
     assert "Benchmarks" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_a_quick_run_leaves_the_committed_tables_alone():
+    assert suite.arguments([]).out == Path("results/benchmarks")
+    assert suite.arguments(["--quick"]).out == Path("results/benchmarks/quick")
+    assert suite.arguments(["--quick", "--out", "results/benchmarks"]).out == Path("results/benchmarks"), "unless asked"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/benchmarks/quick/BENCHMARKS.md"], cwd=REPO)
+    assert ignored.returncode == 0, "the smoke run's tables are ignored by git"

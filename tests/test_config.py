@@ -1,5 +1,6 @@
 """The Hydra app: config groups are the registry, and bad choices fail before any model is loaded."""
 
+import re
 import subprocess
 import sys
 
@@ -104,3 +105,14 @@ def test_benchmark_root_comes_from_the_environment(monkeypatch, mini_root):
 def test_output_folder_encodes_the_settings():
     cfg = compose_config(["suite=actionbench", "model=tiny", "method=sd", "action=wave", "seed=3"])
     assert cfg.output_dir == "results/runs/actionbench/tiny/sd/wave/seed3"
+
+
+def test_docs_and_configs_point_nowhere_outside_the_repository():
+    texts = [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("results/*.md"), *REPO.glob("results/*/*.md"),
+             *REPO.glob("results/ablations/*/*.md"), *REPO.glob("conf/**/*.yaml")]  # the committed ones; not run outputs
+    for path in texts:
+        text = path.read_text()
+        assert "../shared" not in text and "METHODS.md" not in text, path
+        for link in re.findall(r"\]\(([^)#]+)\)", text):  # relative markdown links resolve inside the repository
+            assert link.startswith("http") or (path.parent / link).resolve().is_relative_to(REPO), (path, link)
+            assert link.startswith("http") or (path.parent / link).exists(), (path, link)

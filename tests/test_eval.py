@@ -24,6 +24,13 @@ def test_aggregate_counts_total_as_both_correct():
     assert summary["image_exemplar_cosine"] == pytest.approx(0.25)
 
 
+def test_leak_is_a_figure_only_where_the_scorer_tells():
+    rows = [{"action_correct": True, "subject_correct": False, "leak": True},
+            {"action_correct": True, "subject_correct": True, "leak": False}]
+    assert aggregate(rows)["leak"] == 50.0
+    assert "leak" not in aggregate([{k: v for k, v in r.items() if k != "leak"} for r in rows]), "not a 0"
+
+
 def test_unknown_pretrained_tag_lists_the_tags():
     with pytest.raises(UserError, match="laion2b_s32b_b79k"):
         ClipScorer("ViT-H-14", "no_such_tag").check()

@@ -5,7 +5,6 @@ two raters at once, and a server killed with SIGKILL mid-study."""
 import http.client
 import json
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,20 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from chromium import browser, needs_chromium
 from judge_fixtures import METHODS, make_sweep
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from actionbench.judge import image_key
 from actionbench.votes import DB_FILE
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+pytestmark = needs_chromium
 
 
 class Server:
@@ -73,14 +69,6 @@ def study(tmp_path):
     for server in servers:
         if server.process.poll() is None:
             server.stop(signal.SIGKILL)
-
-
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
 
 
 @pytest.fixture(scope="module")

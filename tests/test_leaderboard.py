@@ -3,24 +3,32 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+from judge_fixtures import MINI, make_sweep
 from PIL import Image
 
 from actionbench import leaderboard
 
 
-def _record(folder, method, action, verdicts, model="synthetic", clip=None, overrides=()):
+def _record(folder, method, action, verdicts, model="synthetic", clip=None, overrides=(), seed=0, leak=None,
+            categories=None, benchmark="synthetic", config=None):
     images = [{"file": f"images/{i}.png", "subject": f"s{i}", "sample": 0, "action_correct": a, "subject_correct": s}
               for i, (a, s) in enumerate(verdicts)]
     for row, (ca, cs) in zip(images, clip or []):
         row.update({"clip.action_correct": ca, "clip.subject_correct": cs})
-    path = folder / model / method / action / "_".join(overrides) / "record.json"
+    for row, leaked in zip(images, leak or []):
+        row["leak"] = leaked
+    for row, category in zip(images, categories or []):
+        row["category"] = category
+    path = folder / model / method / action / "_".join(overrides) / f"seed{seed}" / "record.json"
     (path.parent / "images").mkdir(parents=True)
     for i in range(len(images)):
         Image.new("RGB", (32, 32), (40 * i % 255, 90, 160)).save(path.parent / "images" / f"{i}.png")
-    path.write_text(json.dumps({"complete": True, "benchmark": "synthetic", "model": model, "method": method,
-                                "action": action, "seed": 0, "images": images,
-                                "config": {"model": model, "method": method, "action": action, "overrides": overrides},
+    path.write_text(json.dumps({"complete": True, "benchmark": benchmark, "model": model, "method": method,
+                                "action": action, "seed": seed, "images": images,
+                                "config": config or {"model": model, "method": method, "action": action,
+                                                     "overrides": overrides, "seed": seed},
                                 "overrides": [f"method={method}", f"action={action}", *overrides]}))
     return path
 
@@ -79,3 +87,84 @@ def test_settings_sweeps_are_rows_of_their_own_and_ablations_stay_off_the_main_b
     assert dict(zip(board.method, board.Action)) == {"adi": 100.0, "adi (beta=0.25)": 0.0}
     _, ablation, _, _ = leaderboard.build(tmp_path / "ablations", resamples=10)
     assert ablation.method.tolist() == ["adi (merge=union)"]
+
+
+def test_leak_has_its_interval_and_stays_empty_where_the_scorer_cannot_tell(tmp_path):
+    _record(tmp_path, "ti", "kick", [(True, True)] * 4, leak=[True, False, False, False])
+    _record(tmp_path, "sd", "kick", [(True, True)] * 4)  # scored by a CLIP: no leak verdicts
+    _, board, _, _ = leaderboard.build(tmp_path, resamples=200)
+    judged, clip = board.set_index("method").loc["ti"], board.set_index("method").loc["sd"]
+    assert judged.Leak == 25.0 and judged.Leak_low <= 25.0 <= judged.Leak_high
+    assert np.isnan(clip.Leak) and np.isnan(clip.Leak_low), "empty, not 0"
+    page = leaderboard.markdown(board)
+    lines = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
+    assert "| Leak |" in lines["| method"] and lines["| ti"].endswith("| 25.00 [0.0, 75.0] |")
+    assert lines["| sd"].endswith("| – |")
+
+
+def test_per_category_breaks_subject_total_and_leak_down(tmp_path):
+    _record(tmp_path, "ti", "kick", [(True, True), (True, False), (True, True), (False, True)],
+            leak=[False, True, False, False], categories=["human", "animal", "animal", "personality"])
+    images, board, per_action, _ = leaderboard.build(tmp_path, resamples=50)
+    table = leaderboard.per_category(images, 50).set_index("category")
+    assert table.loc["animal", ["images", "Subject", "Total", "Leak"]].tolist() == [2, 50.0, 50.0, 50.0]
+    assert table.loc["human", "Total"] == 100.0 and table.loc["personality", "Total"] == 0.0
+    assert {"Subject_low", "Total_high", "Leak_low"} <= set(table.columns) and "Action" not in table
+    page = leaderboard.html(board, table.reset_index(), [], tmp_path)
+    assert "per subject category" in page and "personality" in page
+    _record(tmp_path, "sd", "kick", [(True, True)])  # a record without categories
+    assert leaderboard.per_category(leaderboard.build(tmp_path, 10)[0], 10).method.tolist() == ["ti"] * 3
+
+
+def test_several_seeds_widen_the_interval_and_show_their_spread(tmp_path):
+    good, bad = [(True, True)] * 18 + [(False, True)] * 2, [(False, True)] * 18 + [(True, True)] * 2
+    _record(tmp_path / "one", "ti", "kick", good + bad)  # the same 40 images as one seed...
+    _record(tmp_path / "two", "ti", "kick", good, seed=0)  # ...and as two seeds far apart
+    _record(tmp_path / "two", "ti", "kick", bad, seed=1)
+    one = leaderboard.build(tmp_path / "one", resamples=2000)[1].iloc[0]
+    two = leaderboard.build(tmp_path / "two", resamples=2000)[1].iloc[0]
+    assert one.Total == two.Total == 50.0 and (one.seeds, two.seeds) == (1, 2)
+    assert two.Total_high - two.Total_low > 2 * (one.Total_high - one.Total_low), "the seeds' disagreement counts"
+    assert (two.Total_seed_min, two.Total_seed_max) == (10.0, 90.0) and two.Total_seed_sd == pytest.approx(80 / 2 ** 0.5, abs=1e-3)
+    assert np.isnan(one.Total_seed_sd)
+    page = leaderboard.markdown(leaderboard.build(tmp_path / "two", resamples=10)[1])
+    assert "| Total per seed |" in page and "| 10.00-90.00 (sd 56.57) |" in page
+    assert "| Total per seed |" not in leaderboard.markdown(leaderboard.build(tmp_path / "one", resamples=10)[1])
+
+
+def test_seed_bootstrap_draws_seeds_then_images():
+    values, seeds = np.array([1.0] * 10 + [0.0] * 10), np.array([0] * 10 + [1] * 10)
+    low, high = leaderboard._interval(values, np.random.default_rng(0), 4000, seeds)
+    assert (low, high) == (0.0, 100.0), "a draw of both seeds' halves alike is all right or all wrong"
+    low, high = leaderboard._interval(values, np.random.default_rng(0), 4000, np.zeros(20))
+    assert 25 < low < 50 < high < 75
+
+
+def test_actionbench_boards_show_the_papers_published_rows(tmp_path):
+    _record(tmp_path, "sd", "salute", [(True, True)], model="sd21", benchmark="actionbench")
+    _record(tmp_path, "sd", "salute", [(True, True)], benchmark="synthetic")
+    _, board, _, _ = leaderboard.build(tmp_path, resamples=10)
+    page = leaderboard.markdown(board)
+    real, world = page.split("## synthetic")
+    assert "Published reference" in real and "judged by people" in real and "SD 2.1" in real
+    assert "| ADI | 60.33 | 85.87 | 51.09 |" in real and "Published reference" not in world
+    html = leaderboard.html(board, pd.DataFrame(), [], tmp_path)
+    assert html.count("Published reference") == 1 and "51.09" in html
+
+
+def test_report_scrolls_wide_tables_grids_start_with_exemplars_and_stale_plots_go(tmp_path):
+    make_sweep(tmp_path, methods=("textual_inversion",), actions=("salute",))
+    stale = tmp_path / "plots" / "grids" / "gone_board_salute.png"
+    stale.parent.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(stale)
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])
+    page = (tmp_path / "report.html").read_text()
+    assert ".wide{overflow-x:auto" in page and page.count('<div class="wide">') >= 2
+    assert not stale.exists(), "a board that no longer exists keeps no plots"
+    grid = tmp_path / "plots" / "grids" / "actionbench_tiny_salute.png"
+    with Image.open(grid) as image:
+        assert image.height == 64 + 16 + 64, "a row of exemplars above the subjects' names and the one method"
+        exemplar = image.crop((130, 0, 130 + 64, 64)).convert("RGB")
+    with Image.open(MINI / "salute" / "00.png") as first:
+        assert exemplar.getpixel((32, 32)) == first.convert("RGB").resize((64, 64), Image.NEAREST).getpixel((32, 32))
+    assert (tmp_path / "leaderboard_per_category.csv").is_file()

@@ -98,6 +98,15 @@ def test_judge_scorer_abstains_below_its_confidence(monkeypatch):
     assert all(v["action_correct"] and v["subject_correct"] for v in lenient)
 
 
+def test_judge_scorer_flags_the_exemplars_look_as_a_leak():
+    task = load_task("synthetic", str(BENCHMARK), "salute")
+    drawn = [*EXEMPLAR_SUBJECTS, EVAL_SUBJECTS[0], EVAL_SUBJECTS[-1]]  # the exemplars' subjects, then two evaluated
+    images = [render(subject, BENCHMARK_ACTIONS[0], np.random.default_rng(i)) for i, subject in enumerate(drawn)]
+    verdicts = JudgeScorer().verdicts(task, images, [EVAL_SUBJECTS[0].name] * len(images), torch.device("cpu"))
+    assert [v["leak"] for v in verdicts] == [True, True, True, False, False]
+    assert JudgeScorer().summarise(verdicts)["leak"] == pytest.approx(60.0)
+
+
 def test_judge_scorer_refuses_tasks_outside_the_world(mini_task):
     with pytest.raises(UserError, match="benchmark=synthetic"):
         JudgeScorer().check(mini_task)
