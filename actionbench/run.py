@@ -95,6 +95,7 @@ def run(cfg: DictConfig) -> dict:
     method = build(cfg.method)
     scorer = build(cfg.scorer)
     scorer.check(task)
+    method.check(task, scorer)
     t = lap("validate", started)
 
     model = build(cfg.model, dtype=dtype, device=device)
