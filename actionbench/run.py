@@ -94,8 +94,8 @@ def run(cfg: DictConfig) -> dict:
     task = build(cfg.benchmark, action=cfg.action)
     method = build(cfg.method)
     scorer = build(cfg.scorer)
-    scorer.check(task)
     method.check(task, scorer)
+    scorer.check(task)
     t = lap("validate", started)
 
     model = build(cfg.model, dtype=dtype, device=device)
