@@ -30,6 +30,9 @@ Remaining deviations from the reference, with the reason:
   that word's off-space part).
 - Steps, not epochs: 250 + 750 steps of batch 4 x 2 for the reference's 200 + 600 epochs of ~10 images.
 - Base model: SD 2.1 / the world model, not SDXL (num_bases capped by the text width and the phrases kept).
+Defaults that are ours: `action_encoder`, the phrase filter (`phrase_filter`, `filter_*`), the step counts
+above, `flip_p` 0; the rest (rank 8, lr 2e-4, batch 4 x 2, 512 bases, MLP 640 hidden, similarity 0.15 from 40%
+for t > 0.8T, clipping at 1, per-action imitation) is the reference's.
 
 Artifact: `learned_embeds.safetensors` (the tokens; `pipe.load_textual_inversion`), the LoRA in diffusers'
 format (`pipe.load_lora_weights`), and `imitation.safetensors` (MLPs, the coefficients the MLP gave for its
