@@ -30,6 +30,17 @@ class OpenClip:
     def describe(self) -> dict:
         return {"kind": "open_clip", "model": self.model_name, "pretrained": self.pretrained}
 
+    def same_weights(self, other: "OpenClip") -> bool:
+        """Whether the two are the same model: same model_name and pretrained tag or file (paths resolved);
+        random-weight models also by their seed."""
+        def identity(clip):
+            weights = clip.pretrained
+            if weights is not None and Path(weights).expanduser().is_file():
+                weights = str(Path(weights).expanduser().resolve())
+            return clip.model_name, weights, clip.seed if weights is None else None
+
+        return identity(self) == identity(other)
+
     def check(self) -> None:
         """Find the weights now, or fail with one clear message naming the valid choices."""
         if self.model_name not in open_clip.list_models():

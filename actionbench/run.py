@@ -94,6 +94,7 @@ def run(cfg: DictConfig) -> dict:
     task = build(cfg.benchmark, action=cfg.action)
     method = build(cfg.method)
     scorer = build(cfg.scorer)
+    method.check(task, scorer)
     scorer.check(task)
     t = lap("validate", started)
 

@@ -41,6 +41,9 @@ class ClipScorer(Scorer):
             info["note"] = "random-weight scorer: these scores exercise the code and measure nothing"
         return info
 
+    def clips(self) -> list:
+        return [self.clip]
+
     def check(self, task=None) -> None:
         """Find the weights now, before any expensive work, or fail with one clear message."""
         self.clip.check()

@@ -21,6 +21,10 @@ class Scorer:
     def describe(self) -> dict:
         raise NotImplementedError
 
+    def clips(self) -> list:
+        """The open_clip models (`actionbench.clip.OpenClip`) this scorer judges with."""
+        return []
+
     def verdicts(self, task, images: list[Image.Image], subjects: list[str], device: torch.device) -> list[dict]:
         """One dict per image; `subjects[i]` names the subject image i was asked to show."""
         raise NotImplementedError
@@ -55,6 +59,9 @@ class ScorerSet(Scorer):
 
     def describe(self) -> dict:
         return {"headline": self.headline, **{name: s.describe() for name, s in self.scorers.items()}}
+
+    def clips(self) -> list:
+        return [clip for scorer in self.scorers.values() for clip in scorer.clips()]
 
     def score(self, task, generated: list, device: torch.device) -> list[dict]:
         rows = [{} for _ in generated]

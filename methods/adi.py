@@ -10,10 +10,26 @@ forward/backward, and updates with m ⊙ g(a,c), where (METHODS.md)
     keep channel k for the context  where |g(a,c) - g(a,c̄)|_k <  γ^β   (γ^β: the (1-β)-quantile, per token)
     keep channel k for the action   where |g(a,c) - g(ā,c)|_k >= λ^β   (λ^β: the β-quantile, per token)
 so each rule masks a share β of every token's channels, and m merges the two (intersection by default).
+
+Merge rules for the ablations (`merge`): intersection (the paper's), union, context or action alone, and the
+baselines the paper compares against, which keep as many channels per token as the intersection but choose
+them otherwise: random (at random), uniform (evenly spaced), min / max (the channels of smallest / largest
+|g(a,c)|). The sources name these baselines without defining them; these definitions are ours.
+
+Remaining deviations from the paper (there is no public reference code):
+- The thresholds γ^β, λ^β are per-token quantiles of Δg [ours: the paper gives no formula]; β = 0.5 is ours,
+  pending the world ablation.
+- The three samples of a triple share timestep and noise [ours], so their gradients differ by the image alone.
+- The action-different samples come from a DreamBooth-LoRA on each anchor (rank, steps, lr ours), prompted
+  with the anchor's caption where the other action's words replace the identifier; cached per model,
+  benchmark, action and those settings.
+- After each step the channels masked in it are put back, as Adam's moments and weight decay would still move
+  them (the paper masks the gradient only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -43,11 +59,11 @@ from methods.mechanics.tokens import (
 from methods.pplus import PPlus
 from methods.textual_inversion import TextualInversion
 
-MERGE_RULES = ("intersection", "union", "context", "action", "random")
+MERGE_RULES = ("intersection", "union", "context", "action", "random", "uniform", "min", "max")
 
 
 def adi_mask(g_anchor, g_context, g_action, beta: float, rule: str = "intersection", generator=None) -> torch.Tensor:
-    """Boolean mask of the channels to update, per token (last axis = channels)."""
+    """Boolean mask of the channels to update, per token (last axis = channels). `generator`: for rule=random."""
     d_context, d_action = (g_anchor - g_context).abs(), (g_anchor - g_action).abs()
     keep_context = d_context < torch.quantile(d_context, 1 - beta, dim=-1, keepdim=True)
     keep_action = d_action >= torch.quantile(d_action, beta, dim=-1, keepdim=True)
@@ -59,10 +75,26 @@ def adi_mask(g_anchor, g_context, g_action, beta: float, rule: str = "intersecti
         return keep_context
     if rule == "action":
         return keep_action
-    # random: as many kept channels per token as the intersection keeps, at random places
+    # the baselines: as many kept channels per token as the intersection keeps, chosen otherwise
     kept = (keep_context & keep_action).sum(-1, keepdim=True)
-    scores = torch.rand(g_anchor.shape, generator=generator, device=generator.device if generator else None)
-    return scores.to(g_anchor.device).argsort(-1).argsort(-1) < kept
+    if rule == "uniform":  # evenly spaced: channel j is kept where floor(j k / C) steps up
+        j = torch.arange(g_anchor.shape[-1], device=g_anchor.device)
+        return (j + 1) * kept // g_anchor.shape[-1] > j * kept // g_anchor.shape[-1]
+    if rule == "random":
+        scores = torch.rand(g_anchor.shape, generator=generator, device=generator.device if generator else None)
+        scores = scores.to(g_anchor.device)
+    else:  # max: the largest |g(a,c)|; min: the smallest
+        scores = g_anchor.abs() if rule == "max" else -g_anchor.abs()
+    return scores.argsort(-1, descending=True).argsort(-1) < kept
+
+
+def action_different_shares(verdicts: list[tuple[bool, bool]]) -> dict[str, float]:
+    """How well the action-different samples x(ā,c) do their job, from per-image verdicts (anchor's subject
+    judged right?, action judged different from the anchor's?): the share of each, over all images."""
+    if not verdicts:
+        raise ValueError("no verdicts")
+    return {"subject_kept": sum(subject for subject, _ in verdicts) / len(verdicts),
+            "action_changed": sum(action for _, action in verdicts) / len(verdicts)}
 
 
 def per_sample_gradients(override: EmbeddingOverride, embeddings: torch.Tensor, samples: int, loss_of):
@@ -100,6 +132,13 @@ class ADI(PPlus):
         self.per_anchor, self.cache_dir = action_different_per_anchor, cache_dir
         self.context_lora = dict(steps=context_lora_steps, rank=context_lora_rank, lr=context_lora_lr)
 
+    def check(self, task, scorer=None) -> None:
+        if len(task.action.exemplars) < 2:
+            raise UserError(f"ADI needs at least 2 exemplars of {task.action.name!r} (context-different samples)")
+        if len(task.actions) < 2:
+            raise UserError(f"ADI needs a benchmark with at least 2 actions (action-different samples show the "
+                            f"anchor doing another one); {task.benchmark!r} has only {task.action.name!r}")
+
     # layer-wise on/off: P+'s per-layer tokens, or one token as in Textual Inversion
     def tokens(self, model, task):
         return super().tokens(model, task) if self.layerwise else TextualInversion.tokens(self, model, task)
@@ -108,9 +147,18 @@ class ADI(PPlus):
         if self.layerwise:
             route_per_layer(model.pipe.unet, model.pipe.tokenizer.model_max_length)
 
+    def action_different_key(self, model) -> str:
+        """What the action-different images depend on besides model, benchmark and action: the context LoRA's
+        settings, how many per anchor, and the sampler's settings (its seeds are fixed per anchor and image)."""
+        settings = {**self.context_lora, "per_anchor": self.per_anchor, "inference_steps": model.inference_steps,
+                    "guidance_scale": model.guidance_scale}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
     def action_different(self, model, task) -> list[list[tuple[Image.Image, str]]]:
         """For each anchor exemplar, images of its context doing other actions, with their prompts (cached)."""
-        folder = model_cache(self.cache_dir, model, "adi_action_different") / task.benchmark / task.action.name
+        self.check(task)
+        folder = (model_cache(self.cache_dir, model, "adi_action_different") / task.benchmark / task.action.name
+                  / self.action_different_key(model))
         others = [a for a in task.actions if a.name != task.action.name]
         plan = []
         for i, anchor in enumerate(task.action.exemplars):
@@ -119,7 +167,8 @@ class ADI(PPlus):
                          for k, a in enumerate(chosen)])
         if not all(path.is_file() for jobs in plan for path, _, _ in jobs):
             self._generate_action_different(model, task, plan)
-            write_json(folder / "prompts.json", {path.name: prompt for jobs in plan for path, prompt, _ in jobs})
+            write_json(folder / "prompts.json", {"settings": {**self.context_lora, "per_anchor": self.per_anchor},
+                                                 "prompts": {path.name: prompt for jobs in plan for path, prompt, _ in jobs}})
         return [[(Image.open(path).convert("RGB"), prompt) for path, prompt, _ in jobs] for jobs in plan]
 
     def _generate_action_different(self, model, task, plan) -> None:
@@ -147,8 +196,7 @@ class ADI(PPlus):
             unet.unload_lora()  # back to the plain UNet (no peft wrappers left)
 
     def train(self, model, task, seed: int, artifact_dir: Path) -> None:
-        if len(task.action.exemplars) < 2:
-            raise UserError(f"ADI needs at least 2 exemplars of {task.action.name!r} (context-different samples)")
+        self.check(task)
         pipe, token = model.pipe, self.token(task)
         device, model_dtype = model.device, pipe.unet.dtype
         triples = self.action_different(model, task)  # before any new token or routing
@@ -171,8 +219,12 @@ class ADI(PPlus):
         n, b = len(exemplars), self.batch_size
         kept = {}
 
+        def start_step(step: int) -> None:
+            kept["mask"], kept["before"] = torch.zeros_like(identifiers, dtype=torch.bool), identifiers.detach().clone()
+
         def masked_gradient() -> torch.Tensor:
-            """One batched forward/backward over b triples; sets identifiers.grad = mean of m ⊙ g(a,c)."""
+            """One batched forward/backward over b triples; adds the batch mean of m ⊙ g(a,c), over the accumulation
+            steps, to identifiers.grad (the optimiser step then sees the mean over accumulation x b anchors)."""
             anchor = torch.randint(n, (b,), generator=sampler)
             context = (anchor + torch.randint(1, n, (b,), generator=sampler)) % n  # another exemplar
             counts = first_different[anchor + 1] - first_different[anchor]
@@ -189,8 +241,9 @@ class ADI(PPlus):
             grads, losses = per_sample_gradients(tokens.override, identifiers, 3 * b, losses)
             grads = grads.view(3, b, *identifiers.shape)
             mask = adi_mask(grads[0], grads[1], grads[2], self.beta, self.merge, sampler if self.merge == "random" else None)
-            identifiers.grad = (mask * grads[0]).mean(0)  # the batch mean of the masked anchor gradients
-            kept["mask"], kept["before"] = mask.any(0), identifiers.detach().clone()
+            gradient = (mask * grads[0]).mean(0) / self.accumulation  # the batch mean of the masked anchor gradients
+            identifiers.grad = gradient if identifiers.grad is None else identifiers.grad + gradient
+            kept["mask"] |= mask.any(0)  # a channel kept for any anchor of the step may move
             return losses[:b].mean()  # the anchors' loss, for the progress bar
 
         @torch.no_grad()
@@ -199,8 +252,9 @@ class ADI(PPlus):
             identifiers[~kept["mask"]] = kept["before"][~kept["mask"]]
 
         try:
-            optimise(optimizer, masked_gradient, self.max_train_steps, "ADI", after_step=untouched_where_masked,
-                     log_every=self.log_every, sets_gradients=True, resume=Resume(artifact_dir, (generator, sampler)))
+            optimise(optimizer, masked_gradient, self.max_train_steps, "ADI", self.accumulation, before_step=start_step,
+                     after_step=untouched_where_masked, log_every=self.log_every, sets_gradients=True,
+                     resume=Resume(artifact_dir, (generator, sampler)))
         finally:
             learned = tokens.done()
         text_encoder.to(model_dtype)

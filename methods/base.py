@@ -14,6 +14,10 @@ from actionbench.task import ActionTask
 class ActionMethod:
     """A way to make a text-to-image model perform one action. Methods that learn override train/load."""
 
+    def check(self, task: ActionTask, scorer) -> None:
+        """Fail now, before any model is loaded, if this method cannot learn `task`, or would be scored by the
+        very model it trains with (`scorer`: the run's scorer, or None)."""
+
     def train(self, model: TextToImageModel, task: ActionTask, seed: int, artifact_dir: Path) -> None:
         """Learn the action from the task's exemplars into `model`, and save the artifact under `artifact_dir`."""
 

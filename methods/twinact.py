@@ -5,27 +5,45 @@ imitated from the exemplars, then a LoRA generation stage with an action-similar
    `extra_phrases`), filtered to the phrases the base model can draw; each phrase's token embeddings from
    the model's own embedding table, pooled into `num_tokens` groups; PCA per token position gives a mean
    and `num_bases` orthonormal bases.
-2. Imitation (stage 1): a frozen image encoder (`action_encoder`, an open_clip model) gives features of
-   each exemplar; one MLP per token maps them to coefficients over that token's bases; the token is
-   mean + coefficients @ bases, so it lies in the action space by construction. Only the MLPs train.
-3. Generation (stage 2): LoRA on the UNet (rank 8) and the MLPs train with the noise-prediction loss plus
-   `similarity_weight` x (1 - cosine) between the encoder's features of the decoded predicted clean image
-   x̂0 and of the exemplar, switched on after `similarity_start` of the stage, for samples with timestep
-   above `similarity_min_timestep` x T. (The reference decodes the raw noise prediction; we decode x̂0.)
+2. Imitation (stage 1): a frozen image encoder (`action_encoder`, an open_clip model's pooled image embedding;
+   OpenAI CLIP ViT-L/14 by default, never the run's scorer) gives features of the exemplars; one MLP per token
+   (Linear -> GELU -> L2-normalise -> Linear, Xavier init, as the reference) maps them to coefficients over
+   that token's bases; the token is mean + coefficients @ bases, so it lies in the action space by
+   construction. With `imitation=per_action` (the reference's) the MLP reads one feature per action, the mean
+   of the exemplars' features, so training uses the very tokens generation uses; `per_exemplar` reads each
+   sample's own exemplar (its mirror image's feature when mirrored) and generates with the mean coefficients.
+   Only the MLPs train.
+3. Generation (stage 2): LoRA on the UNet (rank 8) and the MLPs train. In both stages the loss is the noise
+   prediction loss plus `similarity_weight` x (1 - cosine) between the encoder's features of the decoded
+   predicted clean image x̂0 and of the sample's exemplar (mirrored when it is trained mirrored), switched on
+   after `similarity_start` of each stage's steps, as the reference's single loop does (`similarity_stages=
+   second`: stage 2 only), for samples with timestep above `similarity_min_timestep` x T. Gradients are
+   clipped to norm `max_grad_norm`. The token path (MLP, text encoder) stays fp32 under `dtype=fp16|bf16`.
 
-Choices where the paper is silent [ours]: how a phrase becomes `num_tokens` vectors (contiguous slices of
-its tokens, averaged); the drawability criterion (below); tokens = mean + c @ bases (the reference adds
-c @ bases to the initial word's embedding, which keeps that word's off-space part); the tokens generated
-with are the mean of the exemplars' coefficients.
+Remaining deviations from the reference, with the reason:
+- Action encoder: the reference's is OpenPose skeletons through the openpose ControlNet's conditioning
+  embedding (320-d); those weights are not available here, so a CLIP image encoder stands in [ours].
+- The reference decodes the raw noise prediction as if it were a latent; we decode x̂0 (its quirk is a bug).
+- How a phrase becomes `num_tokens` vectors (contiguous slices of its tokens, averaged) and the drawability
+  filter are ours: the paper is silent. Tokens are mean + c @ bases, starting at the initial word's
+  projection onto the space (the reference adds c @ bases to the initial word's own embedding, which keeps
+  that word's off-space part).
+- Steps, not epochs: 250 + 750 steps of batch 4 x 2 for the reference's 200 + 600 epochs of ~10 images.
+- Base model: SD 2.1 / the world model, not SDXL (num_bases capped by the text width and the phrases kept).
+Defaults that are ours: `action_encoder`, the phrase filter (`phrase_filter`, `filter_*`), the step counts
+above, `flip_p` 0; the rest (rank 8, lr 2e-4, batch 4 x 2, 512 bases, MLP 640 hidden, similarity 0.15 from 40%
+for t > 0.8T, clipping at 1, per-action imitation) is the reference's.
 
 Artifact: `learned_embeds.safetensors` (the tokens; `pipe.load_textual_inversion`), the LoRA in diffusers'
-format (`pipe.load_lora_weights`), and `imitation.safetensors` (MLPs, per-exemplar coefficients, and the
-action space's digest and sizes in its metadata).
+format (`pipe.load_lora_weights`), and `imitation.safetensors` (MLPs, the coefficients the MLP gave for its
+inputs, and the action space's digest and sizes in its metadata). While the run lasts, `imitated.pt` keeps
+the stage-1 result, so a run killed in stage 2 does not redo stage 1.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -60,6 +78,10 @@ from methods.textual_inversion import EMBEDS_FILE
 
 PHRASES_FILE = Path(__file__).parent / "data" / "action_phrases.txt"
 IMITATION_FILE = "imitation.safetensors"
+IMITATED_FILE = "imitated.pt"  # the stage-1 result (MLP, random generators), kept until the run ends
+IMITATION_CHOICES = ("per_action", "per_exemplar")
+SIMILARITY_STAGES = ("both", "second")
+DEFAULT_ENCODER = {"model_name": "ViT-L-14", "pretrained": "openai"}  # OpenAI CLIP ViT-L/14
 # drawable: the base model draws it (see `drawability`); vocabulary: every token of it occurs in `vocabulary`,
 # the texts the model was trained on (a model too small to have met most words); none: keep every phrase.
 PHRASE_FILTERS = ("drawable", "vocabulary", "none")
@@ -99,18 +121,25 @@ def principal_bases(groups: torch.Tensor, num_bases: int) -> tuple[torch.Tensor,
     return mean, bases
 
 
+class L2Normalise(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x, dim=-1)
+
+
 class ImitationMLP(torch.nn.Module):
-    """Exemplar features -> coefficients over each token's bases (one MLP per token, as the reference).
-    The last layers start at zero, so training starts from the initial word's point of the space."""
+    """Exemplar features -> coefficients over each token's bases: one MLP per token, as the reference's
+    (Linear -> GELU -> L2-normalise -> Linear; Xavier-uniform weights, zero biases)."""
 
     def __init__(self, features: int, hidden: int, tokens: int, bases: int):
         super().__init__()
         self.heads = torch.nn.ModuleList(
-            torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, bases))
+            torch.nn.Sequential(torch.nn.Linear(features, hidden), torch.nn.GELU(), L2Normalise(),
+                                torch.nn.Linear(hidden, bases))
             for _ in range(tokens))
-        for head in self.heads:
-            torch.nn.init.zeros_(head[-1].weight)
-            torch.nn.init.zeros_(head[-1].bias)
+        for layer in self.modules():
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.xavier_uniform_(layer.weight)
+                torch.nn.init.zeros_(layer.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.stack([head(features) for head in self.heads], dim=1)  # (batch, tokens, bases)
@@ -141,6 +170,9 @@ class TwinAct(ActionMethod):
         similarity_weight: float = 0.15,
         similarity_start: float = 0.4,
         similarity_min_timestep: float = 0.8,
+        similarity_stages: str = "both",
+        imitation: str = "per_action",
+        max_grad_norm: float = 1.0,
         flip_p: float = 0.0,
         use_8bit_adam: bool = False,
         cache_dir: str = "results/cache",
@@ -155,12 +187,15 @@ class TwinAct(ActionMethod):
         if similarity_weight < 0:
             raise UserError(f"method.similarity_weight={similarity_weight!r} must be >= 0 (0 switches the loss off)")
         check_choice("method.phrase_filter", phrase_filter, PHRASE_FILTERS)
+        check_choice("method.similarity_stages", similarity_stages, SIMILARITY_STAGES)
+        check_choice("method.imitation", imitation, IMITATION_CHOICES)
         if phrase_filter == "vocabulary" and not vocabulary:
             raise UserError("method.phrase_filter=vocabulary needs method.vocabulary: the texts the model was trained on")
         if "{phrase}" not in filter_prompt:
             raise UserError(f"method.filter_prompt={filter_prompt!r} must contain {{phrase}}")
-        encoder = dict(action_encoder or {"model_name": "ViT-H-14", "pretrained": "laion2b_s32b_b79k"})
-        self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key="method.action_encoder")
+        encoder = dict(action_encoder or DEFAULT_ENCODER)
+        self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key="method.action_encoder",
+                                seed=encoder.get("seed", 0))
         self.placeholder_token, self.num_tokens, self.initializer_token = placeholder_token, num_tokens, initializer_token
         self.phrases = list(dict.fromkeys(read_phrases(phrases or PHRASES_FILE) + [p for p in extra_phrases if p]))
         self.filter = dict(kind=phrase_filter, prompt=filter_prompt, margin=filter_margin, samples=filter_samples)
@@ -169,8 +204,18 @@ class TwinAct(ActionMethod):
         self.imitation_steps, self.max_train_steps = imitation_steps, max_train_steps
         self.learning_rate, self.batch_size, self.accumulation = learning_rate, train_batch_size, gradient_accumulation_steps
         self.rank, self.flip_p, self.cache_dir, self.log_every = rank, flip_p, cache_dir, log_every
-        self.use_8bit_adam = use_8bit_adam
-        self.similarity = dict(weight=similarity_weight, start=similarity_start, min_timestep=similarity_min_timestep)
+        self.use_8bit_adam, self.max_grad_norm, self.imitation = use_8bit_adam, max_grad_norm, imitation
+        self.similarity = dict(weight=similarity_weight, start=similarity_start, min_timestep=similarity_min_timestep,
+                               stages=similarity_stages)
+
+    def check(self, task, scorer) -> None:
+        """The encoder that trains TwinAct must not be the one that scores it."""
+        for clip in scorer.clips() if scorer is not None else []:
+            if self.encoder.same_weights(clip):
+                raise UserError(
+                    f"method.action_encoder ({self.encoder.model_name}, pretrained={self.encoder.pretrained}) is the "
+                    "scorer's own CLIP: TwinAct would be trained by the model that scores it. Give the method another "
+                    "encoder (method.action_encoder.model_name / .pretrained) or choose another scorer.")
 
     def token(self, task) -> str:
         return self.placeholder_token or f"<{task.action.name}>"
@@ -237,11 +282,14 @@ class TwinAct(ActionMethod):
         pipe, unet, device = model.pipe, model.pipe.unet, model.device
         initializer = single_token_id(pipe.tokenizer, self.initializer_token, "method.initializer_token")
         mean, bases, info = self.action_space(model)  # before any new token exists
-        exemplars = task.action.exemplars
+        exemplars, n = task.action.exemplars, len(task.action.exemplars)
         images = [e.load() for e in exemplars]
         pixels = torch.stack([image_tensor(image, model.resolution) for image in images]).to(device)
+        if self.flip_p > 0:
+            pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: exemplar i mirrored
         with torch.no_grad():
-            features = self.encoder.encode_pixels(pixels, device)  # what the MLP imitates, and the similarity target
+            features = self.encoder.encode_pixels(pixels, device)  # the similarity targets, and what the MLP imitates
+        action_feature = features[:n].mean(0, keepdim=True)  # one feature per action (imitation=per_action)
         model_dtype = unet.dtype
         text_encoder = pipe.text_encoder.to(torch.float32)
         tokens = vector_tokens(self.token(task), self.num_tokens)
@@ -252,11 +300,11 @@ class TwinAct(ActionMethod):
         start = torch.stack([bases[j] @ (initial.detach().float() - mean[j]) for j in range(self.num_tokens)])
         mlp = ImitationMLP(features.shape[1], self.mlp_hidden, self.num_tokens, bases.shape[1]).to(device)
 
-        def coefficients(rows: torch.Tensor) -> torch.Tensor:
-            return start + mlp(features[rows])  # (batch, tokens, bases)
+        def coefficients(inputs: torch.Tensor) -> torch.Tensor:
+            return start + mlp(inputs)  # (batch, tokens, bases)
 
-        def token_vectors(rows: torch.Tensor) -> torch.Tensor:
-            return mean + torch.einsum("btr,trw->btw", coefficients(rows), bases)
+        def token_vectors(inputs: torch.Tensor) -> torch.Tensor:
+            return mean + torch.einsum("btr,trw->btw", coefficients(inputs), bases)
 
         override = EmbeddingOverride(text_encoder, new_ids)
         latents = ExemplarLatents(pipe.vae, images, model.resolution, mirrored=self.flip_p > 0)
@@ -267,38 +315,68 @@ class TwinAct(ActionMethod):
         schedule = {"similarity": 0.0}
 
         def loss() -> torch.Tensor:
-            index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
+            index = torch.randint(n, (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
-            rows = index.to(device)
-            with mixed_precision(device, model_dtype):  # frozen weights in their dtype, trained ones in fp32
-                with override(token_vectors(rows)):
-                    hidden = text_encoder(input_ids[rows])[0]
+            rows = (index + n * flipped.long()).to(device)  # the feature of the image each sample trains on
+            inputs = action_feature.expand(len(rows), -1) if self.imitation == "per_action" else features[rows]
+            with override(token_vectors(inputs)):  # the trained token path in fp32, outside autocast
+                hidden = text_encoder(input_ids[index.to(device)])[0]
+            with mixed_precision(device, model_dtype):  # the frozen UNet, VAE and encoder in their dtype
                 return self.generation_loss(model, scheduler, latents.sample(index, flipped, generator), hidden,
                                             features[rows], generator, schedule["similarity"])
 
-        def switch_similarity(step: int) -> None:
-            on = step >= self.similarity["start"] * self.max_train_steps
-            schedule["similarity"] = self.similarity["weight"] if on else 0.0
+        def stage(params: list, steps: int, name: str, resume: Resume, similarity: bool) -> None:
+            """One stage's optimisation; `similarity`: whether its similarity loss switches on part-way."""
+            def switch(step: int) -> None:
+                on = similarity and step >= self.similarity["start"] * steps
+                schedule["similarity"] = self.similarity["weight"] if on else 0.0
+
+            optimise(adamw(params, self.learning_rate, self.use_8bit_adam), loss, steps, name, self.accumulation,
+                     log_every=self.log_every, clip_params=params, max_grad_norm=self.max_grad_norm,
+                     before_step=switch, resume=resume)
 
         generation = Resume(artifact_dir, (generator, sampler), name="generation.pt")
+        imitated = Path(artifact_dir) / IMITATED_FILE
         try:
-            if not generation.path.is_file():  # a run killed in stage 2 resumes there: its checkpoint holds the MLP
-                optimise(adamw(mlp.parameters(), self.learning_rate, self.use_8bit_adam), loss, self.imitation_steps,
-                         "TwinAct imitation", self.accumulation, log_every=self.log_every,
-                         resume=Resume(artifact_dir, (generator, sampler), name="imitation.pt"))
-            params = list(mlp.parameters()) + add_unet_lora(unet, self.rank)
+            if generation.path.is_file():
+                pass  # a run killed in stage 2 after its first checkpoint: that checkpoint holds the MLP
+            elif imitated.is_file():  # killed in stage 2 before it: stage 1's result
+                self.load_imitated(imitated, mlp, (generator, sampler))
+            else:
+                stage(list(mlp.parameters()), self.imitation_steps, "TwinAct imitation",
+                      Resume(artifact_dir, (generator, sampler), name="imitation.pt"), self.similarity["stages"] == "both")
+                self.save_imitated(imitated, mlp, (generator, sampler))
+            unet_lora = add_unet_lora(unet, self.rank)
             unet.train()
-            optimise(adamw(params, self.learning_rate, self.use_8bit_adam), loss, self.max_train_steps, "TwinAct generation",
-                     self.accumulation, log_every=self.log_every, before_step=switch_similarity, resume=generation)
+            stage(list(mlp.parameters()) + unet_lora, self.max_train_steps, "TwinAct generation", generation, True)
         finally:
             override.remove()
         unet.eval().requires_grad_(False)
         with torch.no_grad():
-            every = coefficients(torch.arange(len(exemplars), device=device))
-            learned = mean + torch.einsum("tr,trw->tw", every.mean(0), bases)
+            if self.imitation == "per_action":
+                trained = coefficients(action_feature)  # (1, tokens, bases): the tokens training used
+                generated = trained[0]
+            else:
+                trained = coefficients(features[:n])  # one per exemplar; generation uses their mean
+                generated = trained.mean(0)
+            learned = mean + torch.einsum("tr,trw->tw", generated, bases)
             text_encoder.get_input_embeddings().weight[new_ids] = learned
         text_encoder.to(model_dtype)
-        self.save(model, task, artifact_dir, learned, mlp, every, info)
+        self.save(model, task, artifact_dir, learned, mlp, trained, info)
+        imitated.unlink(missing_ok=True)  # the run is over: stage 1 is in the artifact
+
+    @staticmethod
+    def save_imitated(path: Path, mlp, generators) -> None:
+        buffer = io.BytesIO()
+        torch.save({"mlp": mlp.state_dict(), "generators": [g.get_state() for g in generators]}, buffer)
+        write_atomic(path, buffer.getvalue())
+
+    @staticmethod
+    def load_imitated(path: Path, mlp, generators) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        mlp.load_state_dict(state["mlp"])
+        for generator, saved in zip(generators, state["generators"]):
+            generator.set_state(saved)
 
     def generation_loss(self, model, scheduler, latents, hidden, exemplar_features, generator, similarity_weight: float):
         """Noise-prediction loss, plus similarity_weight x the mean (1 - cosine) between the action encoder's

@@ -1,6 +1,10 @@
 """ADI: the mask is exactly the rule METHODS.md gives; training updates with the masked anchor gradient and
-masked channels stay put; batched per-sample gradients equal separate backward passes; the action-different
-triples are generated once."""
+masked channels stay put (also accumulated over several batches); batched per-sample gradients equal separate
+backward passes; the action-different triples are generated once per context-LoRA setting; a benchmark of one
+action is refused before any work."""
+
+import dataclasses
+
 
 import pytest
 import torch
@@ -10,7 +14,8 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import methods.adi
-from methods.adi import ADI, adi_mask, per_sample_gradients
+from actionbench.errors import UserError
+from methods.adi import ADI, action_different_shares, adi_mask, per_sample_gradients
 from methods.mechanics.layerwise import encode_per_layer
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.tokens import EmbeddingOverride, add_tokens, vector_tokens
@@ -31,6 +36,10 @@ ACTION = torch.tensor([[0.0, -3, 4, 11, -6], [-40, 50, 20, -60, 25]])  # |Δg^ā
     ("action", [[1, 0, 1, 1, 1], [1, 1, 0, 1, 1]]),
     ("intersection", [[1, 0, 1, 0, 1], [0, 1, 0, 1, 0]]),
     ("union", [[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]]),
+    # the baselines keep as many channels per token as the intersection (3 and 2), chosen otherwise
+    ("max", [[1, 0, 0, 1, 1], [0, 0, 1, 1, 0]]),  # largest |g(a,c)|: 5, 4, 3 and 40, 30
+    ("min", [[1, 1, 1, 0, 0], [1, 0, 0, 0, 1]]),  # smallest: 1, 2, 3 and 10, 10
+    ("uniform", [[0, 1, 0, 1, 1], [0, 0, 1, 0, 1]]),  # evenly spaced: where floor(j k / 5) steps up
 ])
 def test_mask_is_exactly_the_rule(rule, expected):
     assert adi_mask(ANCHOR, CONTEXT, ACTION, 0.25, rule).int().tolist() == expected
@@ -69,10 +78,12 @@ def test_per_sample_gradients_equal_separate_backward_passes(tiny_model):
     override.remove()
 
 
-def test_training_steps_with_the_masked_anchor_gradient_and_masked_channels_stay_put(tiny_model, mini_task, tmp_path,
-                                                                                      monkeypatch):
-    """Each step's gradient is the batch mean of m ⊙ g(a,c); a channel masked in a step does not move in it, though
-    Adam's moments from earlier steps and weight decay would move it; kept channels move; no other row changes."""
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_training_steps_with_the_masked_anchor_gradient_and_masked_channels_stay_put(accumulation, tiny_model, mini_task,
+                                                                                      tmp_path, monkeypatch):
+    """Each step's gradient is the mean of m ⊙ g(a,c) over its anchors (batch x accumulation); a channel masked for
+    every anchor of a step does not move in it, though Adam's moments from earlier steps and weight decay would
+    move it; kept channels move; no other row changes."""
     masks, steps = [], []
 
     def spy(g_anchor, *args):
@@ -89,17 +100,19 @@ def test_training_steps_with_the_masked_anchor_gradient_and_masked_channels_stay
     pipe = tiny_model.pipe
     table_before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     method = ADI(max_train_steps=4, train_batch_size=2, learning_rate=1e-2, action_different_per_anchor=1,
-                 context_lora_steps=1, cache_dir=str(tmp_path / "cache"))
+                 context_lora_steps=1, gradient_accumulation_steps=accumulation, cache_dir=str(tmp_path / "cache"))
     handle = register_optimizer_step_pre_hook(before_step)
     try:
         method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
     finally:
         handle.remove()
     values = [value for value, _ in steps] + [load_file(str(tmp_path / "artifact" / EMBEDS_FILE))["<salute>"]]
-    assert len(masks) == len(steps) == 4
-    for k, ((g_anchor, mask), (_, gradient)) in enumerate(zip(masks, steps)):
-        assert torch.equal(gradient, (mask * g_anchor).mean(0)), f"step {k}: the masked anchor gradient"
-        kept = mask.any(0)
+    assert len(masks) == accumulation * len(steps) and len(steps) == 4
+    for k, (_, gradient) in enumerate(steps):
+        calls = masks[k * accumulation : (k + 1) * accumulation]
+        expected = sum((mask * g_anchor).mean(0) / accumulation for g_anchor, mask in calls)
+        assert torch.allclose(gradient, expected, rtol=1e-6, atol=1e-12), f"step {k}: the masked anchor gradient"
+        kept = torch.stack([mask.any(0) for _, mask in calls]).any(0)
         assert 0 < kept.float().mean() < 1
         assert torch.equal(values[k + 1][~kept], values[k][~kept]), f"step {k}: masked channels moved"
         assert (values[k + 1][kept] != values[k][kept]).all(), f"step {k}: kept channels did not move"
@@ -124,3 +137,35 @@ def test_action_different_triples_are_cached(tiny_model, mini_task, tmp_path):
     after = tiny_model.pipe.unet.state_dict()
     assert set(after) == set(unet_before) and all(torch.equal(after[k], v) for k, v in unet_before.items()), \
         "the context LoRA must be removed"
+
+
+def test_action_different_images_are_cached_per_context_lora_setting(tiny_model, mini_task, tmp_path):
+    def folders(**settings):
+        settings = {"action_different_per_anchor": 1, "context_lora_steps": 1, **settings}
+        ADI(cache_dir=str(tmp_path), **settings).action_different(tiny_model, mini_task)
+        return {path.parent for path in tmp_path.rglob("*.png")}
+
+    one = folders()
+    assert len(one) == 1 and folders() == one, "the same settings reuse the same images"
+    assert len(folders(context_lora_steps=2)) == 2, "other context-LoRA steps draw their own"
+    assert len(folders(context_lora_rank=2)) == 3 and len(folders(context_lora_lr=1e-3)) == 4
+    assert len(folders(action_different_per_anchor=2)) == 5
+
+
+def test_a_benchmark_of_one_action_is_refused_before_any_work(tiny_model, mini_task, tmp_path):
+    alone = dataclasses.replace(mini_task, actions=(mini_task.action,))
+    method = ADI(context_lora_steps=1, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="at least 2 actions"):
+        method.check(alone, None)
+    with pytest.raises(UserError, match="at least 2 actions"):
+        method.train(tiny_model, alone, 0, tmp_path / "artifact")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "artifact").exists()
+    method.check(mini_task, None)
+
+
+def test_action_different_shares_from_hand_made_verdicts():
+    verdicts = [(True, True), (True, False), (False, True), (True, True), (False, False)]
+    assert action_different_shares(verdicts) == {"subject_kept": 3 / 5, "action_changed": 3 / 5}
+    assert action_different_shares([(True, False)] * 3) == {"subject_kept": 1.0, "action_changed": 0.0}
+    with pytest.raises(ValueError):
+        action_different_shares([])

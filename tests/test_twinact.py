@@ -1,26 +1,34 @@
 """TwinAct: the action space is the PCA of the centred phrase embeddings, the drawability filter scores, caches
-and keeps as it says, learned tokens stay inside the space and the imitation MLP learns, the similarity loss only
-acts from its switch-on point and above its timestep gate, and the artifact round-trips through diffusers' loaders."""
+and keeps as it says, learned tokens stay inside the space and the imitation MLP learns, per-action imitation
+trains with the tokens it generates with, the similarity loss only acts from its switch-on point of each stage
+and above its timestep gate, against the mirrored exemplar when mirrored; the token path stays fp32 under half
+precision; a run killed in stage 2 does not redo stage 1; the encoder that scores is refused as the one that
+trains; and the artifact round-trips through diffusers' loaders."""
 
 import json
 
 import pytest
 import torch
-from conftest import MINI, TWINACT_PHRASES, short_twinact
+from conftest import MINI, TWINACT_PHRASES, compose_config, short_twinact
 from diffusers import DDPMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+import actionbench.models
 import methods.twinact
+from actionbench.clip import OpenClip
 from actionbench.errors import UserError
 from actionbench.generate import initial_latents
 from actionbench.models import tiny_pipeline
 from actionbench.task import load_task
+from methods.mechanics.latents import image_tensor
 from methods.mechanics.loss import predicted_clean_latents
 from methods.mechanics.prior import model_cache
 from methods.textual_inversion import EMBEDS_FILE
+from actionbench.run import run
 from methods.twinact import (
+    IMITATED_FILE,
     IMITATION_FILE,
     PHRASES_FILE,
     TwinAct,
@@ -81,8 +89,18 @@ def test_action_embedding_groups_average_contiguous_slices(tiny_model):
     assert torch.allclose(groups[1], table[one].mean(0).expand(3, -1))  # a short phrase repeats its tokens
 
 
-def test_learned_tokens_lie_in_the_action_space_and_the_artifact_round_trips(tiny_model, mini_task, tmp_path):
-    method = short_twinact(tmp_path)
+@pytest.mark.parametrize("imitation", ["per_action", "per_exemplar"])
+def test_learned_tokens_lie_in_the_action_space_and_the_artifact_round_trips(imitation, tiny_model, mini_task, tmp_path,
+                                                                             monkeypatch):
+    initial = {}
+
+    class Recorded(methods.twinact.ImitationMLP):
+        def __init__(self, *args):
+            super().__init__(*args)
+            initial.update({k: v.clone() for k, v in self.state_dict().items()})
+
+    monkeypatch.setattr(methods.twinact, "ImitationMLP", Recorded)
+    method = short_twinact(tmp_path, imitation=imitation)
     method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
     mean, bases, info = method.action_space(tiny_model)
     assert info["kept"] == len(TWINACT_PHRASES) and info["bases"] == 6
@@ -93,12 +111,16 @@ def test_learned_tokens_lie_in_the_action_space_and_the_artifact_round_trips(tin
     residual = offset - torch.einsum("tr,trw->tw", inside, bases)
     assert residual.norm() < 1e-4 * offset.norm()
     assert inside.abs().max() > 0  # and it is a real point of the space, not just the mean
-    initial = tiny_model.pipe.text_encoder.get_input_embeddings().weight[tiny_model.pipe.tokenizer.convert_tokens_to_ids("action</w>")]
-    start = torch.einsum("trw,tw->tr", bases, initial - mean)  # where the MLP starts: the initial word's projection
-    coefficients = load_file(str(tmp_path / "artifact" / IMITATION_FILE))["coefficients"]  # per exemplar
-    assert coefficients.shape == (len(mini_task.action.exemplars), 3, 6)
-    assert (coefficients - start).abs().amax(dim=(1, 2)).min() > 1e-3, "the imitation MLP did not learn"
-    assert not torch.allclose(coefficients[0], coefficients[1]), "the MLP's output depends on the exemplar"
+    saved = load_file(str(tmp_path / "artifact" / IMITATION_FILE))
+    assert all((saved[f"mlp.{k}"] - v).abs().max() > 1e-4 for k, v in initial.items()), "the imitation MLP did not learn"
+    coefficients = saved["coefficients"]  # the MLP's coefficients for its inputs: the action's mean, or each exemplar
+    if imitation == "per_action":
+        assert coefficients.shape == (1, 3, 6)
+    else:
+        assert coefficients.shape == (len(mini_task.action.exemplars), 3, 6)
+        assert not torch.allclose(coefficients[0], coefficients[1]), "the MLP's output depends on the exemplar"
+    assert torch.allclose(learned, mean + torch.einsum("tr,trw->tw", coefficients.mean(0), bases), atol=1e-5)
+    assert not (tmp_path / "artifact" / IMITATED_FILE).exists(), "the stage-1 result goes once the run ends"
 
     loaded = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
     method.load(loaded, mini_task, tmp_path / "artifact")  # load_textual_inversion + load_lora_weights
@@ -108,7 +130,7 @@ def test_learned_tokens_lie_in_the_action_space_and_the_artifact_round_trips(tin
     assert [im.tobytes() for im in first] == [im.tobytes() for im in again]
 
 
-def gradients_per_step(tmp_path, weight):
+def gradients_per_step(tmp_path, weight, stages="both"):
     """The gradient of every trained tensor at each optimiser step of a tiny run."""
     seen = []
 
@@ -120,18 +142,135 @@ def gradients_per_step(tmp_path, weight):
         model = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
         task = load_task(name="actionbench", root=str(MINI), action="salute")
         torch.manual_seed(0)  # the MLP and LoRA initialisations
-        short_twinact(tmp_path, similarity_weight=weight, similarity_start=0.5, similarity_min_timestep=0.0).train(
-            model, task, 0, tmp_path / f"artifact{weight}")
+        short_twinact(tmp_path, similarity_weight=weight, similarity_start=0.5, similarity_min_timestep=0.0,
+                      similarity_stages=stages).train(model, task, 0, tmp_path / f"artifact{weight}{stages}")
     finally:
         handle.remove()
     return seen
 
 
-def test_similarity_loss_changes_gradients_only_from_its_switch_on_point(tmp_path):
-    on, off = gradients_per_step(tmp_path, 0.15), gradients_per_step(tmp_path, 0.0)
+@pytest.mark.parametrize("stages, expected", [
+    ("both", [True, False, False, False, False, False]),  # on from step 0.5 x 2 = 1 of stage 1 (and all it changes)
+    ("second", [True, True, True, True, False, False]),  # on from step 0.5 x 4 = 2 of stage 2 only
+])
+def test_similarity_loss_changes_gradients_only_from_its_switch_on_point(stages, expected, tmp_path):
+    on, off = gradients_per_step(tmp_path, 0.15, stages), gradients_per_step(tmp_path, 0.0, stages)
     assert len(on) == len(off) == 2 + 4  # imitation steps, then generation steps
     same = [all(torch.equal(a, b) for a, b in zip(x, y)) for x, y in zip(on, off)]
-    assert same == [True, True, True, True, False, False]  # switched on at 0.5 x 4 = step 2 of stage 2
+    assert same == expected
+
+
+@pytest.mark.parametrize("stages, expected", [("both", [0, 0.15, 0, 0, 0.15, 0.15]), ("second", [0, 0, 0, 0, 0.15, 0.15])])
+def test_similarity_weight_switches_on_part_way_through_each_stage(stages, expected, tiny_model, mini_task, tmp_path,
+                                                                   monkeypatch):
+    method = short_twinact(tmp_path, similarity_start=0.5, similarity_stages=stages)
+    weights = []
+    loss = method.generation_loss
+    monkeypatch.setattr(method, "generation_loss", lambda *args: (weights.append(args[-1]), loss(*args))[1])
+    method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
+    assert weights == expected
+
+
+def test_gradients_are_clipped(tmp_path):
+    for step in gradients_per_step(tmp_path, 0.15):
+        assert torch.cat([g.flatten() for g in step]).norm() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("imitation", ["per_action", "per_exemplar"])
+def test_per_action_imitation_trains_with_the_tokens_it_generates_with(imitation, tiny_model, mini_task, tmp_path,
+                                                                        monkeypatch):
+    """per_action: the MLP reads one input, the mean of the exemplars' features, at every training step and when the
+    tokens to generate with are computed, so the LoRA trains with those tokens; per_exemplar: each sample's own."""
+    inputs = []
+    forward = methods.twinact.ImitationMLP.forward
+    monkeypatch.setattr(methods.twinact.ImitationMLP, "forward",
+                        lambda self, features: (inputs.append(features.detach().clone()), forward(self, features))[1])
+    method = short_twinact(tmp_path, imitation=imitation)
+    method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
+    pixels = torch.stack([image_tensor(e.load(), 32) for e in mini_task.action.exemplars])
+    features = method.encoder.encode_pixels(pixels, torch.device("cpu"))
+    assert len(inputs) == 2 + 4 + 1  # each step of both stages, then the tokens to generate with
+    if imitation == "per_action":
+        assert all(torch.allclose(row, features.mean(0), atol=1e-6) for batch in inputs for row in batch)
+    else:
+        assert torch.allclose(inputs[-1], features, atol=1e-6)
+        assert all(any(torch.allclose(row, f, atol=1e-6) for f in features) for batch in inputs[:-1] for row in batch)
+        assert any(not torch.equal(batch[0], batch[1]) for batch in inputs[:-1])
+
+
+def test_similarity_target_is_the_mirror_images_feature_when_mirrored(tiny_model, mini_task, tmp_path, monkeypatch):
+    method = short_twinact(tmp_path, flip_p=1.0, imitation="per_exemplar")
+    targets = []
+    loss = method.generation_loss
+    monkeypatch.setattr(method, "generation_loss", lambda *args: (targets.append(args[4]), loss(*args))[1])
+    method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
+    pixels = torch.stack([image_tensor(e.load(), 32) for e in mini_task.action.exemplars])
+    cpu = torch.device("cpu")
+    mirrored, plain = method.encoder.encode_pixels(pixels.flip(-1), cpu), method.encoder.encode_pixels(pixels, cpu)
+    for target in torch.cat(targets):
+        assert (target - mirrored).abs().amax(1).min() < 1e-5 and (target - plain).abs().amax(1).min() > 1e-4
+
+
+def test_the_token_path_stays_fp32_under_half_precision(mini_task, tmp_path):
+    model = tiny_pipeline(32, 4, 7.5, torch.bfloat16, torch.device("cpu"))
+    dtypes = []
+    model.pipe.text_encoder.register_forward_hook(lambda module, args, output: dtypes.append(output[0].dtype))
+    short_twinact(tmp_path).train(model, mini_task, 0, tmp_path / "artifact")
+    assert len(dtypes) == 2 + 4 and set(dtypes) == {torch.float32}
+
+
+def test_a_run_killed_in_stage_two_before_its_first_checkpoint_keeps_stage_one(mini_task, tmp_path):
+    """Killed at the first generation step (no stage-2 checkpoint yet): the rerun does stage 2 only, from stage 1's
+    kept result, and writes the artifact an unbroken run writes."""
+    def trained(folder, kill_at=None):
+        steps = []
+
+        def count(optimizer, args, kwargs):
+            steps.append(1)
+            if len(steps) == kill_at:
+                raise KeyboardInterrupt
+
+        handle = register_optimizer_step_pre_hook(count)
+        try:
+            torch.manual_seed(0)
+            model = tiny_pipeline(32, 4, 7.5, torch.float32, torch.device("cpu"))
+            short_twinact(tmp_path).train(model, mini_task, 0, folder)
+        finally:
+            handle.remove()
+        return {f.name: load_file(str(f)) for f in sorted(folder.glob("*.safetensors"))}, len(steps)
+
+    whole, _ = trained(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        trained(tmp_path / "killed", kill_at=2 + 1)
+    assert (tmp_path / "killed" / IMITATED_FILE).is_file() and not (tmp_path / "killed" / "generation.pt").exists()
+    resumed, steps = trained(tmp_path / "killed")
+    assert steps == 4, "only stage 2 again"
+    assert resumed.keys() == whole.keys()
+    for name, tensors in whole.items():
+        assert all(torch.equal(resumed[name][k], v) for k, v in tensors.items()), name
+
+
+def test_the_scorers_clip_is_refused_as_the_action_encoder_before_the_model_loads(mini_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(actionbench.models, "tiny_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    base = ["method=twinact", "suite=actionbench", "model=tiny", f"benchmark.root={mini_root}", f"output_dir={tmp_path}/run"]
+    with pytest.raises(UserError, match="scorer's own CLIP"):
+        run(compose_config([*base, "method.action_encoder.seed=0"]))  # the tiny scorer's random CLIP, seed 0
+    with pytest.raises(UserError, match="scorer's own CLIP"):
+        run(compose_config([*base, "scorer=clip_vit_l14", "method.action_encoder.seed=0",
+                            "method.action_encoder.model_name=ViT-L-14", "method.action_encoder.pretrained=openai"]))
+
+
+def test_same_weights_compares_model_weights_and_seed(tmp_path, monkeypatch):
+    weights = tmp_path / "clip.safetensors"
+    weights.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert OpenClip("ViT-L-14", "openai").same_weights(OpenClip("ViT-L-14", "openai", key="method"))
+    assert not OpenClip("ViT-L-14", "openai").same_weights(OpenClip("ViT-H-14", "openai"))
+    assert not OpenClip("ViT-L-14", "openai").same_weights(OpenClip("ViT-L-14", "laion2b_s32b_b82k"))
+    assert OpenClip("W", str(weights)).same_weights(OpenClip("W", "clip.safetensors")), "one file, two spellings"
+    assert not OpenClip("W", str(weights)).same_weights(OpenClip("W", str(tmp_path / "other.safetensors")))
+    assert OpenClip("T", None, seed=0).same_weights(OpenClip("T", None))
+    assert not OpenClip("T", None, seed=1).same_weights(OpenClip("T", None, seed=0))
 
 
 def test_drawability_filter_scores_each_phrase_caches_its_work_and_keeps_what_beats_the_margin(tiny_model, mini_task,
@@ -196,6 +335,10 @@ def test_bad_settings_are_refused(tmp_path):
         short_twinact(tmp_path, phrase_filter="maybe")
     with pytest.raises(UserError, match=r"\{phrase\}"):
         short_twinact(tmp_path, filter_prompt="a person")
+    with pytest.raises(UserError, match="per_action, per_exemplar"):
+        short_twinact(tmp_path, imitation="per_image")
+    with pytest.raises(UserError, match="both, second"):
+        short_twinact(tmp_path, similarity_stages="first")
     with pytest.raises(UserError, match="method.vocabulary"):
         short_twinact(tmp_path, phrase_filter="vocabulary")
     with pytest.raises(UserError, match="no such file"):

@@ -31,12 +31,7 @@ class ExemplarLatents:
         pixels = torch.stack([image_tensor(image, resolution) for image in images])
         if mirrored:
             pixels = torch.cat([pixels, pixels.flip(-1)])  # [originals; mirrored]
-        means, stds = [], []
-        for chunk in pixels.split(batch_size):
-            dist = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
-            means.append(dist.mean.float())
-            stds.append(dist.std.float())
-        self.mean, self.std = torch.cat(means), torch.cat(stds)
+        self.mean, self.std = latent_distribution(vae, pixels, batch_size)
         self.count, self.mirrored = len(images), mirrored
         self.scaling_factor = vae.config.scaling_factor
 
@@ -44,6 +39,21 @@ class ExemplarLatents:
         if flipped.any() and not self.mirrored:
             raise ValueError("mirror images were not encoded (mirrored=False)")
         rows = (indices + self.count * flipped.long()).to(self.mean.device)
-        mean, std = self.mean[rows], self.std[rows]
-        noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
-        return (mean + std * noise) * self.scaling_factor
+        return sample_latents(self.mean[rows], self.std[rows], generator, self.scaling_factor)
+
+
+@torch.no_grad()
+def latent_distribution(vae, pixels: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (fp32) of the VAE's latent distribution of images in [-1, 1]."""
+    means, stds = [], []
+    for chunk in pixels.split(batch_size):
+        dist = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
+        means.append(dist.mean.float())
+        stds.append(dist.std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+def sample_latents(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
+    """A draw from the latent distribution, scaled as the UNet reads latents."""
+    noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
+    return (mean + std * noise) * scaling_factor

@@ -41,22 +41,33 @@ def predicted_clean_latents(scheduler, noisy, prediction, timesteps):
     return (noisy - sigma * prediction) / alpha
 
 
+def masked_mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per sample, the mean of `loss` (batch, channels, h, w) over the elements where `mask` (batch, 1, h, w) is 1;
+    over all elements without a mask."""
+    if mask is None:
+        return loss.mean(dim=(1, 2, 3))
+    mask = mask.to(loss).expand_as(loss)
+    return (loss * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3))
+
+
 def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean",
-                          repeats: int = 1):
+                          repeats: int = 1, mask: torch.Tensor | None = None):
     """MSE between the UNet's prediction and its target (see `denoising_prediction`); `reduction="none"`
-    gives one loss per sample."""
+    gives one loss per sample. With `mask` (batch, 1, h, w), each sample's loss is its mean over the valid region."""
     prediction, target, _, _ = denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats)
-    loss = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+    loss = masked_mean(F.mse_loss(prediction, target, reduction="none"), mask)
     return loss.mean() if reduction == "mean" else loss
 
 
 def instance_and_prior_loss(unet, scheduler, instance_latents, instance_hidden, prior_latents, prior_hidden, generator,
-                            prior_weight: float):
+                            prior_weight: float, instance_mask: torch.Tensor | None = None):
     """DreamBooth's objective: the instance loss plus `prior_weight` x the loss on the base model's own class
-    images (prior preservation), in one batched UNet pass. Without prior latents it is the instance loss."""
+    images (prior preservation), in one batched UNet pass. Without prior latents it is the instance loss.
+    `instance_mask` (batch, 1, h, w): each instance sample counts only its valid region (Custom Diffusion)."""
     if prior_latents is None:
-        return noise_prediction_loss(unet, scheduler, instance_latents, instance_hidden, generator)
+        return noise_prediction_loss(unet, scheduler, instance_latents, instance_hidden, generator, mask=instance_mask)
+    mask = None if instance_mask is None else torch.cat([instance_mask, torch.ones_like(prior_latents[:, :1])])
     per_sample = noise_prediction_loss(unet, scheduler, torch.cat([instance_latents, prior_latents]),
-                                       torch.cat([instance_hidden, prior_hidden]), generator, reduction="none")
+                                       torch.cat([instance_hidden, prior_hidden]), generator, reduction="none", mask=mask)
     n = instance_latents.shape[0]
     return per_sample[:n].mean() + prior_weight * per_sample[n:].mean()

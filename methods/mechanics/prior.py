@@ -62,14 +62,17 @@ def class_images(model, prompt: str, count: int, cache_dir: str | Path) -> tuple
 
 
 class PriorPreservation:
-    """Class prompt, class images and weight: what DreamBooth and Custom Diffusion share."""
+    """Class prompt, class images and weight: what DreamBooth and Custom Diffusion share. `flip_p`: probability
+    that a class image is drawn mirrored (Custom Diffusion's reference flips class images as it flips instances)."""
 
-    def __init__(self, enabled: bool, class_prompt: str, num_class_images: int, weight: float, cache_dir: str):
+    def __init__(self, enabled: bool, class_prompt: str, num_class_images: int, weight: float, cache_dir: str,
+                 flip_p: float = 0.0):
         if enabled:
             check_positive("method", num_class_images=num_class_images, prior_loss_weight=weight)
             if not class_prompt or not class_prompt.strip():
                 raise UserError("method.class_prompt must be a non-empty prompt when with_prior_preservation is true")
         self.enabled, self.prompt, self.count, self.weight, self.cache_dir = enabled, class_prompt, num_class_images, weight, cache_dir
+        self.flip_p = flip_p
 
     def check_prompt(self, tokenizer) -> None:
         length = len(tokenizer(self.prompt).input_ids)
@@ -81,7 +84,7 @@ class PriorPreservation:
         self.latents = self.embeds = None
         if self.enabled:
             images, _ = class_images(model, self.prompt, self.count, self.cache_dir)
-            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution, mirrored=False)  # never flipped
+            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution, mirrored=self.flip_p > 0)
             self.embeds = text_embeds([self.prompt]).float()
 
     def batch(self, size: int, sampler: torch.Generator, generator: torch.Generator):
@@ -89,7 +92,8 @@ class PriorPreservation:
         if self.latents is None:
             return None, None
         index = torch.randint(self.latents.count, (size,), generator=sampler)
-        latents = self.latents.sample(index, torch.zeros(size, dtype=torch.bool), generator)
+        flipped = torch.rand(size, generator=sampler) < self.flip_p if self.flip_p > 0 else torch.zeros(size, dtype=torch.bool)
+        latents = self.latents.sample(index, flipped, generator)
         return latents, self.embeds.expand(size, -1, -1)
 
 
