@@ -57,7 +57,7 @@ def rungs(ladder: tuple[int, ...], default_steps: int) -> list[int]:
 def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, overrides: list[str]) -> list[dict]:
     """Train `method` on `action` once, to its default step count, and judge it at every rung: the records."""
     base = [f"method={method}", f"action={action}", *overrides]
-    default_steps = int(compose_run(base).method.max_train_steps)
+    default_steps = int(compose_run([*base, "~tuning"]).method.max_train_steps)  # the faithful one, not the world's
     if default_steps <= 0:
         raise UserError(f"method={method} trains nothing: it has no step count to choose")
     steps = rungs(ladder, default_steps)

@@ -6,7 +6,7 @@ action-different sample x(ā,c) shows the anchor's context doing another action,
 DreamBooth-LoRA trained quickly on the anchor alone and prompted with the other actions' descriptions
 (prepared once per (model, action), cached on disk with their prompts). Each step computes the three
 samples' gradients w.r.t. the identifier embeddings on the same timestep and noise, in one batched
-forward/backward, and updates with m ⊙ g(a,c), where (METHODS.md)
+forward/backward, and updates with m ⊙ g(a,c), where (docs/methods.md)
     keep channel k for the context  where |g(a,c) - g(a,c̄)|_k <  γ^β   (γ^β: the (1-β)-quantile, per token)
     keep channel k for the action   where |g(a,c) - g(ā,c)|_k >= λ^β   (λ^β: the β-quantile, per token)
 so each rule masks a share β of every token's channels, and m merges the two (intersection by default).

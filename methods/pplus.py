@@ -1,7 +1,7 @@
 """P+ / Extended Textual Inversion (Voynov et al. 2023): one new token embedding per cross-attention layer,
 each layer conditioned on its own prompt (`methods/mechanics/layerwise.py`); only those rows train.
 
-Textual Inversion's recipe otherwise; defaults from METHODS.md (lr 5e-3, ~500 steps). The artifact is
+Textual Inversion's recipe otherwise; defaults from docs/methods.md (lr 5e-3, ~500 steps). The artifact is
 `learned_embeds.safetensors` {token: (layers, width)} in diffusers' multi-vector layout (row i = layer i,
 tokens `<id>`, `<id>_1`, ...; `pipe.load_textual_inversion` reads it) with the layer order in its metadata.
 """

@@ -1,5 +1,5 @@
 """TwinAct (Lin et al., NeurIPS 2024): the action's tokens can only be points of a *common action space*,
-imitated from the exemplars, then a LoRA generation stage with an action-similarity loss (METHODS.md).
+imitated from the exemplars, then a LoRA generation stage with an action-similarity loss (docs/methods.md).
 
 1. Common action space (cached per model): the shipped phrase list (`methods/data/action_phrases.txt`, plus
    `extra_phrases`), filtered to the phrases the base model can draw; each phrase's token embeddings from
