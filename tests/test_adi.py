@@ -1,4 +1,4 @@
-"""ADI: the mask is exactly the rule METHODS.md gives; training updates with the masked anchor gradient and
+"""ADI: the mask is exactly the rule docs/methods.md gives; training updates with the masked anchor gradient and
 masked channels stay put (also accumulated over several batches); batched per-sample gradients equal separate
 backward passes; the action-different triples are generated once per context-LoRA setting; a benchmark of one
 action is refused before any work."""
