@@ -114,6 +114,7 @@ def run(cfg: DictConfig) -> dict:
         write_json(artifact_dir / STARTED_FILE, {"work_digest": digest})
         method.train(model, task, cfg.seed, artifact_dir)
         write_json(artifact_dir / TRAINED_FILE, {"work_digest": digest})
+    diagnostics = method.diagnose(model, task, scorer, device)
     t = lap("train", t)
 
     choices = {"method": cfg.method_name, "model": cfg.model_name, "benchmark": cfg.benchmark.name}
@@ -136,6 +137,7 @@ def run(cfg: DictConfig) -> dict:
         "device": str(device),
         "scorer": scorer.describe(),
         "aggregates": scorer.summarise(rows),
+        **({"diagnostics": diagnostics} if diagnostics else {}),
         "timings_s": timings,
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "config": config,

@@ -63,10 +63,10 @@ class ScorerSet(Scorer):
     def clips(self) -> list:
         return [clip for scorer in self.scorers.values() for clip in scorer.clips()]
 
-    def score(self, task, generated: list, device: torch.device) -> list[dict]:
-        rows = [{} for _ in generated]
+    def verdicts(self, task, images, subjects, device) -> list[dict]:
+        rows = [{} for _ in images]
         for name, scorer in self.scorers.items():
-            for row, verdict in zip(rows, scorer.score(task, generated, device)):
+            for row, verdict in zip(rows, scorer.verdicts(task, images, subjects, device)):
                 row.update(verdict if name == self.headline else {f"{name}.{k}": v for k, v in verdict.items()})
         return rows
 

@@ -88,13 +88,17 @@ def adi_mask(g_anchor, g_context, g_action, beta: float, rule: str = "intersecti
     return scores.argsort(-1, descending=True).argsort(-1) < kept
 
 
-def action_different_shares(verdicts: list[tuple[bool, bool]]) -> dict[str, float]:
-    """How well the action-different samples x(ā,c) do their job, from per-image verdicts (anchor's subject
-    judged right?, action judged different from the anchor's?): the share of each, over all images."""
-    if not verdicts:
-        raise ValueError("no verdicts")
-    return {"subject_kept": sum(subject for subject, _ in verdicts) / len(verdicts),
-            "action_changed": sum(action for _, action in verdicts) / len(verdicts)}
+def action_different_shares(readings: list[tuple[dict, dict]]) -> dict[str, float]:
+    """How well the action-different samples x(ā,c) do their job, from the judges' readings of each (anchor,
+    sample) pair ({"subject_predicted", "action_predicted"}): % whose subject is read as the anchor's, % whose
+    action is read as another than the anchor's (an abstention counts as neither)."""
+    if not readings:
+        raise ValueError("no readings")
+    kept = [a["subject_predicted"] is not None and s["subject_predicted"] == a["subject_predicted"] for a, s in readings]
+    changed = [s["action_predicted"] is not None and s["action_predicted"] != a["action_predicted"] for a, s in readings]
+    return {"images": len(readings), "subject_kept": round(100 * sum(kept) / len(readings), 2),
+            "action_changed": round(100 * sum(changed) / len(readings), 2),
+            "both": round(100 * sum(k and c for k, c in zip(kept, changed)) / len(readings), 2)}
 
 
 def per_sample_gradients(override: EmbeddingOverride, embeddings: torch.Tensor, samples: int, loss_of):
@@ -170,6 +174,16 @@ class ADI(PPlus):
             write_json(folder / "prompts.json", {"settings": {**self.context_lora, "per_anchor": self.per_anchor},
                                                  "prompts": {path.name: prompt for jobs in plan for path, prompt, _ in jobs}})
         return [[(Image.open(path).convert("RGB"), prompt) for path, prompt, _ in jobs] for jobs in plan]
+
+    def diagnose(self, model, task, scorer, device) -> dict:
+        """The action-different samples' check, where the scorer reads subjects and actions (the world's judges):
+        {"action_different": {images, subject_kept, action_changed, both}}, each % against the anchor's reading."""
+        anchors = [e.load() for e in task.action.exemplars]
+        samples = [(i, image) for i, jobs in enumerate(self.action_different(model, task)) for image, _ in jobs]
+        read = scorer.verdicts(task, anchors + [image for _, image in samples], [""] * (len(anchors) + len(samples)), device)
+        if "subject_predicted" not in read[0]:
+            return {}
+        return {"action_different": action_different_shares([(read[i], r) for (i, _), r in zip(samples, read[len(anchors):])])}
 
     def _generate_action_different(self, model, task, plan) -> None:
         """Per anchor: a DreamBooth-LoRA on that one image (its caption with the action in words), then the

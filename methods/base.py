@@ -24,6 +24,11 @@ class ActionMethod:
     def load(self, model: TextToImageModel, task: ActionTask, artifact_dir: Path) -> None:
         """Put a saved artifact into a freshly loaded `model`."""
 
+    def diagnose(self, model: TextToImageModel, task: ActionTask, scorer, device) -> dict:
+        """Figures on the method's own intermediate images that the run's scorer can judge, for the record's
+        `diagnostics` (ADI: do its action-different samples keep the context and change the action?)."""
+        return {}
+
     def action_text(self, task: ActionTask) -> str:
         """What stands for the action in prompts: learned token(s), or words."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import methods.adi
+from conftest import short_method
 from actionbench.errors import UserError
 from methods.adi import ADI, action_different_shares, adi_mask, per_sample_gradients
 from methods.mechanics.layerwise import encode_per_layer
@@ -163,9 +164,32 @@ def test_a_benchmark_of_one_action_is_refused_before_any_work(tiny_model, mini_t
     method.check(mini_task, None)
 
 
-def test_action_different_shares_from_hand_made_verdicts():
-    verdicts = [(True, True), (True, False), (False, True), (True, True), (False, False)]
-    assert action_different_shares(verdicts) == {"subject_kept": 3 / 5, "action_changed": 3 / 5}
-    assert action_different_shares([(True, False)] * 3) == {"subject_kept": 1.0, "action_changed": 0.0}
+def test_action_different_shares_from_hand_made_readings():
+    anchor = {"subject_predicted": "puppet", "action_predicted": "salute"}
+    samples = [{"subject_predicted": "puppet", "action_predicted": "cheer"},     # kept, changed
+               {"subject_predicted": "puppet", "action_predicted": "salute"},    # kept, not changed
+               {"subject_predicted": "doll", "action_predicted": "kick"},        # not kept, changed
+               {"subject_predicted": None, "action_predicted": None}]            # abstained: neither
+    assert action_different_shares([(anchor, s) for s in samples]) == {"images": 4, "subject_kept": 50.0,
+                                                                       "action_changed": 50.0, "both": 25.0}
+    abstaining_anchor = {"subject_predicted": None, "action_predicted": "salute"}
+    assert action_different_shares([(abstaining_anchor, samples[0])])["subject_kept"] == 0.0
     with pytest.raises(ValueError):
         action_different_shares([])
+
+class ReadsEverythingAs:
+    """A scorer stand-in that reads every image as the same subject and action (or reads neither)."""
+
+    def __init__(self, names: bool):
+        self.names = names
+
+    def verdicts(self, task, images, subjects, device):
+        return [{"subject_predicted": "puppet", "action_predicted": "salute"} if self.names else {"action_correct": False}
+                for _ in images]
+
+
+def test_the_record_diagnoses_the_action_different_samples_where_the_scorer_names_subjects(tiny_model, mini_task, tmp_path):
+    method = short_method("adi", tmp_path, steps=1)
+    same = method.diagnose(tiny_model, mini_task, ReadsEverythingAs(names=True), "cpu")["action_different"]
+    assert same == {"images": len(mini_task.action.exemplars), "subject_kept": 100.0, "action_changed": 0.0, "both": 0.0}
+    assert method.diagnose(tiny_model, mini_task, ReadsEverythingAs(names=False), "cpu") == {}
