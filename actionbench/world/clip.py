@@ -11,8 +11,8 @@ Train (deterministic from config and seed), then report agreement with the groun
 
 A second, independent world CLIP, so that the encoder that trains TwinAct in the world is not the world
 CLIP that scores it (another seed, fewer images and steps, more subject-only captions):
-    python -m actionbench.world.clip name=world_clip_b seed=1 train_images=20000 steps=800 subject_only_p=0.5
-writes `world_clip_b.safetensors` (+ .yaml, .md) beside the first (about 3 minutes on 2 busy CPU cores).
+    python -m actionbench.world.clip name=world_clip_b seed=1 train_images=30000 steps=1500 subject_only_p=0.5
+writes `world_clip_b.safetensors` (+ .yaml, .md) beside the first (about 5 minutes on one CPU core).
 """
 
 from __future__ import annotations
