@@ -149,7 +149,7 @@ def test_committed_model_is_stable_diffusion_within_budget():
     from actionbench.world import WEIGHTS
 
     world = sum(f.stat().st_size for folder in (MODEL, WEIGHTS) for f in folder.rglob("*") if f.is_file())
-    assert world <= 45 * 2**20  # every weight of the world together
+    assert world <= 50 * 2**20  # every weight of the world together: model, judges, the scoring CLIP and TwinAct's encoder CLIP
     pipe = StableDiffusionPipeline.from_pretrained(str(MODEL), torch_dtype=torch.float32)
     assert len(pipe.tokenizer) == 49408
     assert pipe.scheduler.config.prediction_type == "v_prediction"
