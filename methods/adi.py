@@ -180,7 +180,9 @@ class ADI(PPlus):
         {"action_different": {images, subject_kept, action_changed, both}}, each % against the anchor's reading."""
         anchors = [e.load() for e in task.action.exemplars]
         samples = [(i, image) for i, jobs in enumerate(self.action_different(model, task)) for image, _ in jobs]
-        read = scorer.verdicts(task, anchors + [image for _, image in samples], [""] * (len(anchors) + len(samples)), device)
+        images = anchors + [image for _, image in samples]
+        # what is read is compared, not what was asked: any evaluation subject serves as the asked one
+        read = scorer.verdicts(task, images, [task.subjects[0].name] * len(images), device)
         if "subject_predicted" not in read[0]:
             return {}
         return {"action_different": action_different_shares([(read[i], r) for (i, _), r in zip(samples, read[len(anchors):])])}

@@ -193,3 +193,14 @@ def test_the_record_diagnoses_the_action_different_samples_where_the_scorer_name
     same = method.diagnose(tiny_model, mini_task, ReadsEverythingAs(names=True), "cpu")["action_different"]
     assert same == {"images": len(mini_task.action.exemplars), "subject_kept": 100.0, "action_changed": 0.0, "both": 0.0}
     assert method.diagnose(tiny_model, mini_task, ReadsEverythingAs(names=False), "cpu") == {}
+
+
+def test_the_worlds_scorers_read_the_action_different_samples(tiny_model, tmp_path):
+    from actionbench.run import build
+    from conftest import compose_config
+
+    cfg = compose_config(["suite=world", "method=adi"])
+    task, scorer = build(cfg.benchmark, action="salute"), build(cfg.scorer)
+    shares = short_method("adi", tmp_path, steps=1).diagnose(tiny_model, task, scorer, "cpu")["action_different"]
+    assert shares["images"] == len(task.action.exemplars)
+    assert 0 <= shares["both"] <= min(shares["subject_kept"], shares["action_changed"]) <= 100
