@@ -35,3 +35,11 @@ def test_a_quick_run_leaves_the_committed_tables_alone():
     assert suite.arguments(["--quick", "--out", "results/benchmarks"]).out == Path("results/benchmarks"), "unless asked"
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/benchmarks/quick/BENCHMARKS.md"], cwd=REPO)
     assert ignored.returncode == 0, "the smoke run's tables are ignored by git"
+
+
+def test_two_processes_share_the_sweep_longest_first():
+    from benchmarks.sweep import two_processes
+
+    rows = [{"method": m, "total_s": t} for m, t in (("a", 50.0), ("b", 40.0), ("c", 30.0), ("d", 20.0))]
+    wall, groups = two_processes(rows)
+    assert wall == 70.0 and sorted(map(sorted, groups)) == [["a", "d"], ["b", "c"]]
