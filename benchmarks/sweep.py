@@ -18,7 +18,7 @@ from pathlib import Path
 from statistics import mean
 
 ACTIONS = ["salute", "point", "raise_hand", "cheer", "kick", "flamingo", "squat", "handstand"]
-METHODS = ["sd", "textual_inversion", "dreambooth", "dreambooth_lora", "custom_diffusion", "pplus", "adi", "twinact"]
+METHODS = ["sd", "textual_inversion", "dreambooth", "dreambooth_lora", "custom_diffusion", "pplus", "adi", "twinact", "reversion"]
 OVERHEAD = ("validate", "load_model", "generate", "score")
 
 

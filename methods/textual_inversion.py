@@ -72,6 +72,15 @@ class TextualInversion(ActionMethod):
         """Text conditioning of tokenized prompts (P+ encodes one prompt per layer)."""
         return text_encoder(input_ids)[0]
 
+    def timestep_density(self, scheduler) -> torch.Tensor | None:
+        """Weights over the training timesteps (ReVersion's relation-focal sampling); None: uniform."""
+        return None
+
+    def extra_loss(self, tokens: TokenVectors, input_ids: torch.Tensor, sampler: torch.Generator) -> torch.Tensor | None:
+        """A term added to each batch's denoising loss, from the trained vectors and the batch's prompts
+        (ReVersion's steering loss); None: none. Its random draws come from `sampler`, which resume restores."""
+        return None
+
     def train(self, model, task, seed: int, artifact_dir: Path) -> None:
         pipe, token = model.pipe, self.token(task)
         device, model_dtype = model.device, pipe.unet.dtype
@@ -86,13 +95,18 @@ class TextualInversion(ActionMethod):
         optimizer = torch.optim.AdamW([tokens.vectors], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)
         sampler = torch.Generator().manual_seed(seed)  # which exemplars, and whether mirrored
+        density = self.timestep_density(scheduler)
 
         def loss() -> torch.Tensor:
             index = torch.randint(len(exemplars), (self.batch_size,), generator=sampler)
             flipped = torch.rand(self.batch_size, generator=sampler) < self.flip_p
+            batch_ids = input_ids[index.to(device)]
             with tokens():
-                hidden = self.encode(text_encoder, input_ids[index.to(device)], new_ids)
-            return noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden, generator)
+                hidden = self.encode(text_encoder, batch_ids, new_ids)
+            denoising = noise_prediction_loss(pipe.unet, scheduler, latents.sample(index, flipped, generator), hidden,
+                                              generator, timestep_density=density)
+            extra = self.extra_loss(tokens, batch_ids, sampler)
+            return denoising if extra is None else denoising + extra
 
         try:
             optimise(optimizer, loss, self.max_train_steps, type(self).__name__, self.accumulation, log_every=self.log_every,

@@ -74,7 +74,8 @@ def short_twinact(tmp_path: Path, **overrides):
     return TwinAct(**{**settings, **overrides})
 
 
-TRAINING_METHODS = ("textual_inversion", "pplus", "adi", "dreambooth", "dreambooth_lora", "custom_diffusion", "twinact")
+TRAINING_METHODS = ("textual_inversion", "pplus", "adi", "dreambooth", "dreambooth_lora", "custom_diffusion", "twinact",
+                    "reversion")
 
 
 def short_method(name: str, tmp_path: Path, steps: int):
@@ -83,6 +84,7 @@ def short_method(name: str, tmp_path: Path, steps: int):
     from methods.custom_diffusion import CustomDiffusion
     from methods.dreambooth import DreamBooth
     from methods.pplus import PPlus
+    from methods.reversion import ReVersion
     from methods.textual_inversion import TextualInversion
 
     cache = str(tmp_path / "cache")
@@ -97,5 +99,6 @@ def short_method(name: str, tmp_path: Path, steps: int):
         "custom_diffusion": lambda: CustomDiffusion(**prior),
         "twinact": lambda: short_twinact(tmp_path, imitation_steps=steps, max_train_steps=steps, similarity_start=0.0,
                                          similarity_min_timestep=0.0),
+        "reversion": lambda: ReVersion(max_train_steps=steps, train_batch_size=2, gradient_accumulation_steps=1),
     }
     return make[name]()

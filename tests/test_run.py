@@ -14,7 +14,8 @@ SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": [
          "adi": ["method.max_train_steps=2", "method.action_different_per_anchor=1", "method.context_lora_steps=1"],
          "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],
          "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"],
-         "twinact": ["method.imitation_steps=2", "method.max_train_steps=2"]}
+         "twinact": ["method.imitation_steps=2", "method.max_train_steps=2"],
+         "reversion": ["method.max_train_steps=2", "method.gradient_accumulation_steps=1"]}
 
 
 @pytest.mark.parametrize("method", list(SHORT))
@@ -36,7 +37,7 @@ def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_ro
     assert "measure nothing" in record["scorer"]["note"]
     assert record["versions"]["torch"] and record["config"]["action"] == "salute"
     assert f"method={method}" in record["overrides"]
-    if method == "textual_inversion":
+    if method in ("textual_inversion", "reversion"):
         assert (tmp_path / "artifact" / "learned_embeds.safetensors").is_file()
         assert record["images"][0]["prompt"] == "a man <salute>"
     if method == "twinact":  # the configured CLIP that trained is on record beside the one that scored

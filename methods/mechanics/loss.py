@@ -6,18 +6,28 @@ import torch
 import torch.nn.functional as F
 
 
-def denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats: int = 1):
+def draw_timesteps(scheduler, count: int, generator, density: torch.Tensor | None = None) -> torch.Tensor:
+    """`count` training timesteps from `generator`: uniform over the schedule's, or, with `density` (one weight
+    per timestep, any positive scale), drawn with replacement in proportion to it (ReVersion's focal sampling)."""
+    if density is None:
+        return torch.randint(0, scheduler.config.num_train_timesteps, (count,), generator=generator, device=generator.device)
+    if density.shape != (scheduler.config.num_train_timesteps,):
+        raise ValueError(f"a timestep density needs {scheduler.config.num_train_timesteps} weights, got {tuple(density.shape)}")
+    return torch.multinomial(density.to(generator.device, torch.float64), count, replacement=True, generator=generator)
+
+
+def denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats: int = 1,
+                         timestep_density: torch.Tensor | None = None):
     """Noise the latents at random timesteps and predict: (prediction, target, noisy latents, timesteps).
 
     The target is the noise, or the velocity for v-prediction models. Noise and timesteps come from
     `generator`, so a seeded run is reproducible. With `repeats` = r, the batch is r blocks whose k-th samples
     share noise and timestep (ADI compares gradients of samples that differ only in the image).
+    Timesteps are uniform, or follow `timestep_density` (see `draw_timesteps`).
     """
     draws = latents.shape[0] // repeats
     noise = torch.randn((draws, *latents.shape[1:]), generator=generator, device=generator.device).to(latents)
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (draws,), generator=generator, device=generator.device
-    ).to(latents.device)
+    timesteps = draw_timesteps(scheduler, draws, generator, timestep_density).to(latents.device)
     noise, timesteps = noise.repeat(repeats, 1, 1, 1), timesteps.repeat(repeats)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
@@ -51,10 +61,12 @@ def masked_mean(loss: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def noise_prediction_loss(unet, scheduler, latents, encoder_hidden_states, generator, reduction: str = "mean",
-                          repeats: int = 1, mask: torch.Tensor | None = None):
+                          repeats: int = 1, mask: torch.Tensor | None = None, timestep_density: torch.Tensor | None = None):
     """MSE between the UNet's prediction and its target (see `denoising_prediction`); `reduction="none"`
-    gives one loss per sample. With `mask` (batch, 1, h, w), each sample's loss is its mean over the valid region."""
-    prediction, target, _, _ = denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats)
+    gives one loss per sample. With `mask` (batch, 1, h, w), each sample's loss is its mean over the valid region;
+    `timestep_density`: see `draw_timesteps`."""
+    prediction, target, _, _ = denoising_prediction(unet, scheduler, latents, encoder_hidden_states, generator, repeats,
+                                                    timestep_density)
     loss = masked_mean(F.mse_loss(prediction, target, reduction="none"), mask)
     return loss.mean() if reduction == "mean" else loss
 
