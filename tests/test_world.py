@@ -18,6 +18,9 @@ from actionbench.world.render import (
     EXEMPLAR_SUBJECTS,
     KNOWN_ACTIONS,
     SUBJECTS,
+    background,
+    place,
+    pose_map,
     random_dataset,
     render,
 )
@@ -38,6 +41,24 @@ def test_render_is_deterministic_from_the_seed():
     assert a.size == (32, 32) and a.tobytes() == b.tobytes() != c.tobytes()
 
 
+def test_a_pose_map_is_its_renders_skeleton_and_nothing_of_the_look():
+    robot, cat = (next(s for s in SUBJECTS if s.name == name) for name in ("robot", "cat"))
+    for seed, action in enumerate(BENCHMARK_ACTIONS):
+        pose = np.asarray(pose_map(action, np.random.default_rng(seed)))
+        assert np.array_equal(pose, np.asarray(pose_map(action, np.random.default_rng(seed))))
+        assert not np.array_equal(pose, np.asarray(pose_map(action, np.random.default_rng(seed + 100))))
+        lit = pose.max(-1) > 128
+        assert 15 < lit.sum() < 200 and (pose[pose.max(-1) < 40] < 40).all(), "coloured limbs on black"
+        rng = np.random.default_rng(seed)
+        place(action, rng)  # the render's rng draws its background right after the placement
+        empty = np.asarray(background(rng, 32)).astype(int)
+        drawn = [np.asarray(render(subject, action, np.random.default_rng(seed))) for subject in (robot, cat)]
+        assert not np.array_equal(*drawn)
+        for image in drawn:  # one map for both looks, lying on each figure
+            figure = np.abs(image.astype(int) - empty).max(-1) > 20
+            assert figure[lit].mean() > 0.8, (action.name, figure[lit].mean())
+
+
 @pytest.mark.parametrize("folder", [BENCHMARK, CONTROL], ids=["benchmark", "control"])
 def test_committed_task_matches_the_renderer(folder):
     name, actions, seed = TASKS[folder]
@@ -47,6 +68,8 @@ def test_committed_task_matches_the_renderer(folder):
         for i in (0, EXEMPLARS_PER_ACTION - 1):
             fresh = render(EXEMPLAR_SUBJECTS[i % 3], action, np.random.default_rng([seed, a, i]))
             assert np.array_equal(np.asarray(Image.open(folder / action.name / f"{i:02d}.png")), np.asarray(fresh))
+            pose = pose_map(action, np.random.default_rng([seed, a, i]))
+            assert np.array_equal(np.asarray(Image.open(folder / action.name / "pose" / f"{i:02d}.png")), np.asarray(pose))
 
 
 def test_the_control_split_is_the_known_actions_by_the_exemplar_subjects():

@@ -172,10 +172,29 @@ def background(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def render(subject: Subject, action: Action, rng: np.random.Generator, size: int = SIZE,
-           jitter: float = 7.0) -> Image.Image:
-    """One RGB image of `subject` doing `action`, all variation drawn from `rng`."""
-    look, big = subject.look, size * SUPERSAMPLE
+@dataclass(frozen=True)
+class Placement:
+    """Where one render puts the figure (supersampled pixels): everything the rng decides before the
+    background, so a render and its pose map drawn from equal rngs agree exactly."""
+
+    pose: Pose  # the jittered pose
+    points: dict[str, np.ndarray]  # joints in body units, turned and mirrored
+    rotation: np.ndarray
+    mirror: float
+    scale: float  # pixels per unit
+    offset: np.ndarray
+
+    def px(self, p) -> tuple[float, float]:
+        return tuple(p * self.scale + self.offset)
+
+    def along(self, name: str, vector) -> tuple[float, float]:
+        """A point offset from a joint in the figure's own (turned, mirrored) frame."""
+        return self.px(self.points[name] + (self.rotation @ np.asarray(vector, dtype=float)) * np.array([self.mirror, 1.0]))
+
+
+def place(action: Action, rng: np.random.Generator, size: int = SIZE, jitter: float = 7.0) -> Placement:
+    """Draw the pose jitter, mirror, scale and position of one render from `rng`."""
+    big = size * SUPERSAMPLE
     pose = jittered(action.pose, rng, jitter)
     joints = _skeleton(pose)
     turn = math.radians(pose.turn)
@@ -188,12 +207,16 @@ def render(subject: Subject, action: Action, rng: np.random.Generator, size: int
     scale = big * rng.uniform(0.68, 0.85) / max(high - low)  # pixels per unit
     room = big - (high - low) * scale
     offset = rng.uniform(0, 1, 2) * np.maximum(room, 0) - low * scale
+    return Placement(pose, points, rotation, mirror, scale, offset)
 
-    def px(p):
-        return tuple(p * scale + offset)
 
-    def along(name, vector):  # a point offset from a joint in the figure's own (turned, mirrored) frame
-        return px(points[name] + (rotation @ np.asarray(vector, dtype=float)) * np.array([mirror, 1.0]))
+def render(subject: Subject, action: Action, rng: np.random.Generator, size: int = SIZE,
+           jitter: float = 7.0) -> Image.Image:
+    """One RGB image of `subject` doing `action`, all variation drawn from `rng`."""
+    look, big = subject.look, size * SUPERSAMPLE
+    placed = place(action, rng, size, jitter)
+    pose, points, rotation, mirror, scale = placed.pose, placed.points, placed.rotation, placed.mirror, placed.scale
+    px, along = placed.px, placed.along
 
     image = background(rng, size).resize((big, big), Image.NEAREST)
     draw = ImageDraw.Draw(image)
@@ -250,6 +273,36 @@ def render(subject: Subject, action: Action, rng: np.random.Generator, size: int
     elif look.hat == "helmet":
         draw.polygon([at(0.2, -1.15), at(0.2, 1.15), at(1.25, 0.8), at(1.25, -0.8)], fill=look.hat_colour)
     return image.resize((size, size), Image.LANCZOS)
+
+
+# OpenPose's body colours (ControlNet's openpose maps), per segment of the world's skeleton: the figure has one
+# shoulder point (the neck) and one hip, so OpenPose's neck-to-hip colour stands for the torso.
+POSE_COLOURS = (
+    ("neck", "head", (0, 0, 255)),
+    ("neck", "hip", (0, 255, 0)),
+    ("neck", "right_arm_mid", (255, 170, 0)), ("right_arm_mid", "right_arm_end", (255, 255, 0)),
+    ("neck", "left_arm_mid", (170, 255, 0)), ("left_arm_mid", "left_arm_end", (85, 255, 0)),
+    ("hip", "right_leg_mid", (0, 255, 85)), ("right_leg_mid", "right_leg_end", (0, 255, 170)),
+    ("hip", "left_leg_mid", (0, 170, 255)), ("left_leg_mid", "left_leg_end", (0, 85, 255)),
+)
+
+
+def pose_map(action: Action, rng: np.random.Generator, size: int = SIZE, jitter: float = 7.0) -> Image.Image:
+    """The OpenPose-style map of the render that an equal `rng` draws: coloured limbs on black, placed as the
+    figure is, and nothing of the subject's look (it takes no subject), the condition of a pose ControlNet."""
+    big = size * SUPERSAMPLE
+    placed = place(action, rng, size, jitter)
+    image = Image.new("RGB", (big, big))
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(big * 0.045))
+    for start, end, colour in POSE_COLOURS:
+        draw.line([placed.px(placed.points[start]), placed.px(placed.points[end])], fill=colour, width=width)
+    return image.resize((size, size), Image.LANCZOS)
+
+
+def pose_maps(actions: list[Action], seed: int, size: int = SIZE) -> np.ndarray:
+    """uint8 (n, size, size, 3): the pose map of `render_batch`'s render i for each `actions[i]`."""
+    return np.stack([np.asarray(pose_map(a, np.random.default_rng([seed, i]), size)) for i, a in enumerate(actions)])
 
 
 def _render_range(pairs, seed: int, start: int, size: int) -> np.ndarray:
