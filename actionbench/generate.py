@@ -85,7 +85,7 @@ def generate_images(
     for start in tqdm(range(0, len(todo), batch_size), desc="generate", unit="batch"):
         batch = todo[start : start + batch_size]
         latents = initial_latents(model, [job.noise_seed for job in batch])
-        images = method.generate(model, [job.prompt for job in batch], latents)
+        images = method.generate(model, [job.prompt for job in batch], latents, [job.sample for job in batch])
         for job, image in zip(batch, images):
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

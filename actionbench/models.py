@@ -65,6 +65,11 @@ def _finish(pipe, dtype: torch.dtype, device: torch.device):
     return pipe
 
 
+def looks_local(name: str) -> bool:
+    """A path rather than a hub id: checked as a folder here, never sent to the hub."""
+    return name.startswith((".", "/", "~")) or os.path.exists(name)
+
+
 def load_pretrained(
     pretrained: str,
     resolution: int,
@@ -78,8 +83,8 @@ def load_pretrained(
     """Load a Stable Diffusion 1.x/2.x pipeline from a hub id or a local folder in diffusers' layout."""
     from diffusers import StableDiffusionPipeline
 
-    looks_local = pretrained.startswith((".", "/", "~")) or os.path.exists(pretrained)
-    if looks_local:
+    local = looks_local(pretrained)
+    if local:
         folder = Path(pretrained).expanduser()
         if not folder.is_dir():
             raise UserError(f"model.pretrained={pretrained!r}: no such folder")
@@ -90,7 +95,7 @@ def load_pretrained(
             )
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(Path(pretrained).expanduser()) if looks_local else pretrained,
+            str(Path(pretrained).expanduser()) if local else pretrained,
             torch_dtype=dtype,
             revision=revision,
             variant=variant,

@@ -29,6 +29,7 @@ class Subject:
 class Exemplar:
     image: Path
     text: str  # description with PLACEHOLDER where the action's identifier goes
+    pose: Path | None = None  # optional OpenPose-style map of the image (method=controlnet)
 
     def caption(self, identifier: str) -> str:
         return self.text.replace(PLACEHOLDER, identifier)
@@ -56,8 +57,9 @@ class ActionTask:
 
     @staticmethod
     def prompt(subject: Subject, identifier: str) -> str:
-        """The generation prompt shared by every method: "{subject} {identifier}"."""
-        return f"{subject.prompt} {identifier}"
+        """The generation prompt shared by every method: "{subject} {identifier}", or the subject alone where
+        the action is not in words (ControlNet's pose carries it)."""
+        return f"{subject.prompt} {identifier}" if identifier else subject.prompt
 
 
 def _subjects(entries, where: str) -> tuple[Subject, ...]:
@@ -83,19 +85,22 @@ def _action(name: str, entry, root: Path, manifest: Path) -> Action:
             raise UserError(f"{where}: each exemplar needs 'image' and 'text'; got {item!r}")
         if PLACEHOLDER not in item["text"]:
             raise UserError(f"{where}: description of {item['image']} lacks the placeholder {PLACEHOLDER}: {item['text']!r}")
-        exemplars.append(Exemplar(root / item["image"], item["text"]))
+        exemplars.append(Exemplar(root / item["image"], item["text"], root / item["pose"] if item.get("pose") else None))
     return Action(name, str(entry["description"]), tuple(exemplars))
 
 
 def _check_images(action: Action) -> None:
     for exemplar in action.exemplars:
-        if not exemplar.image.is_file():
-            raise UserError(f"exemplar image of action {action.name!r} is missing: {exemplar.image}")
-        try:
-            with Image.open(exemplar.image) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise UserError(f"exemplar image of action {action.name!r} is not a readable image: {exemplar.image} ({err})") from err
+        for kind, path in (("image", exemplar.image), ("pose map", exemplar.pose)):
+            if path is None:
+                continue
+            if not path.is_file():
+                raise UserError(f"exemplar {kind} of action {action.name!r} is missing: {path}")
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise UserError(f"exemplar {kind} of action {action.name!r} is not a readable image: {path} ({err})") from err
 
 
 def load_task(

@@ -33,8 +33,10 @@ class ActionMethod:
         """What stands for the action in prompts: learned token(s), or words."""
         raise NotImplementedError
 
-    def generate(self, model: TextToImageModel, prompts: list[str], latents: torch.Tensor) -> list:
-        """One batched pipeline call from the given initial latents; returns PIL images."""
+    def generate(self, model: TextToImageModel, prompts: list[str], latents: torch.Tensor,
+                 samples: list[int] | None = None) -> list:
+        """One batched pipeline call from the given initial latents; returns PIL images. `samples`: each image's
+        sample index within its subject (None: 0, 1, ...), for methods that condition on it (ControlNet)."""
         return self.pipeline_call(model, latents, prompt=prompts)
 
     @torch.no_grad()

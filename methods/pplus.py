@@ -53,7 +53,7 @@ class PPlus(TextualInversion):
         self._token_ids = model.pipe.tokenizer.convert_tokens_to_ids(self.tokens(model, task))
 
     @torch.no_grad()
-    def generate(self, model, prompts, latents):
+    def generate(self, model, prompts, latents, samples=None):
         pipe = model.pipe
 
         def embed(texts):

@@ -13,7 +13,8 @@ from actionbench.run import run
 
 
 CHOICES = {
-    "method": {"adi", "custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "reversion", "sd", "textual_inversion", "twinact"},
+    "method": {"adi", "controlnet", "custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "reversion", "sd", "textual_inversion",
+               "twinact"},
     "model": {"sd15", "sd21", "synthetic", "tiny"},
     "benchmark": {"actionbench", "synthetic", "synthetic_control"},
     "scorer": {"clip_vit_h14", "clip_vit_l14", "tiny", "world", "world_clip", "world_judges"},

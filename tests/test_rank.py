@@ -27,8 +27,9 @@ def test_the_papers_table_is_marked_and_named_as_ours():
     assert set(paper.source) == {"ADI paper, published table"} and set(paper.judged_by) == {"human"}
     assert set(paper.base_model) == {"SD 2.1"}
     assert paper.set_index("name").loc["ADI", ["method", "Total"]].tolist() == ["adi", 51.09]
-    assert len(paper) == 8 and paper.method.isna().sum() == 1  # ControlNet: not ours
+    assert len(paper) == 8 and paper.method.notna().all()
     assert paper.set_index("name").loc["ReVersion", "method"] == "reversion"
+    assert paper.set_index("name").loc["ControlNet (pose)", "method"] == "controlnet"
 
 
 def test_compare_ranks_the_board_against_the_paper_and_clip_against_the_judges(tmp_path, capsys):

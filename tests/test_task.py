@@ -29,6 +29,8 @@ def test_mini_fixture_has_the_documented_shape(mini_task):
     assert all(PLACEHOLDER in e.text for e in mini_task.action.exemplars)
     assert mini_task.action.exemplars[0].caption("<salute>") == "a red stick figure <salute>"
     assert ActionTask.prompt(mini_task.subjects[0], "<salute>") == "a man <salute>"
+    assert ActionTask.prompt(mini_task.subjects[0], "") == "a man"
+    assert all(e.pose is None for e in mini_task.action.exemplars), "pose maps are optional"
 
 
 def test_unknown_action_names_the_valid_ones(mini_root):
@@ -67,6 +69,22 @@ def test_truncated_png_is_caught(mini_root, tmp_path):
     path = root / "salute" / "00.png"
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(UserError, match=r"salute/00\.png"):
+        load_task(name="b", root=str(root), action="salute")
+
+
+def test_pose_maps_load_and_a_missing_or_unreadable_one_is_named(mini_root, tmp_path):
+    root = copy_mini(mini_root, tmp_path)
+    (root / "salute" / "pose").mkdir()
+    for i in range(3):
+        shutil.copy(root / "salute" / f"0{i}.png", root / "salute" / "pose" / f"0{i}.png")
+    edit_manifest(root, lambda m: [e.update(pose=e["image"].replace("/", "/pose/")) for e in m["actions"]["salute"]["exemplars"]])
+    task = load_task(name="b", root=str(root), action="salute")
+    assert [e.pose for e in task.action.exemplars] == [root / "salute" / "pose" / f"0{i}.png" for i in range(3)]
+    (root / "salute" / "pose" / "01.png").write_text("not a picture")
+    with pytest.raises(UserError, match=r"pose map of action 'salute' is not a readable image: .*salute/pose/01\.png"):
+        load_task(name="b", root=str(root), action="salute")
+    (root / "salute" / "pose" / "01.png").unlink()
+    with pytest.raises(UserError, match=r"pose map of action 'salute' is missing: .*salute/pose/01\.png"):
         load_task(name="b", root=str(root), action="salute")
 
 
