@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,3 +30,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put a finished folder `tmp` in place of `out`: the old one is moved aside first, never half-overwritten."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        out.replace(old)
+    tmp.replace(out)
+    shutil.rmtree(old, ignore_errors=True)

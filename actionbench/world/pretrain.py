@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from actionbench.files import write_atomic
+from actionbench.files import replace_dir, write_atomic
 from actionbench.world import WORLD
 from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS, random_dataset
 from methods.mechanics.tokens import token_ids
@@ -531,11 +531,7 @@ def save_pipeline(tokenizer, text_encoder, vae, unet, scheduler, out: Path, extr
     text_config.write_text(json.dumps(config, indent=2) + "\n")
     for name, data in extra.items():
         (tmp / name).write_bytes(data)
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        out.replace(old)
-    tmp.replace(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
 
 
 def main(argv: list[str]) -> None:
