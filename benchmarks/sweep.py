@@ -7,7 +7,7 @@ plus the mean recorded load + generation + scoring time of the other runs.
     python -m benchmarks.sweep [--runs results/runs/synthetic/synthetic]
 
 It also prints the wall time of the same sweep split over two processes, one per core (the methods shared
-out longest first), which is how README runs it on 2 cores: the world's 32-px model runs fastest on one thread.
+out longest first), which is how README runs it on 2 cores (two one-thread processes, one per core).
 """
 
 from __future__ import annotations
