@@ -17,7 +17,6 @@ import dataclasses
 import json
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from actionbench.world.pretrain import (
     Checkpoint,
     LossLog,
     PretrainConfig,
+    TrainingClock,
     dataset,
     encode,
     lr_at,
@@ -107,12 +107,7 @@ def train(controlnet, pipe, data: dict[str, torch.Tensor], cfg: ControlNetConfig
         start, losses, seconds = state["step"], state["losses"], state["seconds"]
     scaling, empty = pipe.vae.config.scaling_factor, len(data["hidden"]) - 1
     v_prediction = scheduler.config.prediction_type == "v_prediction"
-    log, began = LossLog(losses), time.perf_counter()
-
-    def elapsed() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return seconds + time.perf_counter() - began
+    log, elapsed = LossLog(losses), TrainingClock(device, seconds)
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="ControlNet", unit="step")
     for step in bar:

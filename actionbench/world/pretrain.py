@@ -209,6 +209,23 @@ class LossLog:
         return self.values
 
 
+class TrainingClock:
+    """Seconds of training so far, carried over from earlier runs of a resumed training (`start`); on CUDA read
+    once the queued work is done, so it counts what ran, not what was queued."""
+
+    def __init__(self, device: torch.device, start: float = 0.0):
+        self.device, self.start, self.began = device, start, time.perf_counter()
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.start + time.perf_counter() - self.began
+
+    def restart(self, at: float) -> None:
+        """Go on from `at` seconds: the time since (judging, say) is not training."""
+        self.start, self.began = at, time.perf_counter()
+
+
 def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> list[float]:
     """Reconstruction (L1 + MSE) plus a small KL term: smooth, well-scaled latents for the UNet."""
     checkpoint = Checkpoint(work, "vae", cfg, VAE_FIELDS)
@@ -221,7 +238,7 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start, losses, seconds = state["step"], state["losses"], state["seconds"]
-    began = time.perf_counter()
+    clock = TrainingClock(device, seconds)
     vae.to(device).train()
     data = torch.from_numpy(images).to(device)  # uint8 on the device; batches are converted there
     log = LossLog(losses)
@@ -245,8 +262,8 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
             bar.set_postfix(loss=f"{np.mean(log.flush()[-50:]):.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or last:
             checkpoint.save(model=vae.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                            step=step + 1, losses=log.flush(), seconds=seconds + time.perf_counter() - began)
-    return log.flush(), seconds + time.perf_counter() - began
+                            step=step + 1, losses=log.flush(), seconds=clock())
+    return log.flush(), clock()
 
 
 @torch.no_grad()
@@ -379,13 +396,7 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
     snr_all = alphas / (1 - alphas)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
     next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60 if cfg.curve_every_minutes else math.inf
-    log, began = LossLog(losses), time.perf_counter()
-
-    def elapsed() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return seconds + time.perf_counter() - began
-
+    log, elapsed = LossLog(losses), TrainingClock(device, seconds)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="UNet", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
@@ -427,7 +438,7 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
                     curve.append(judge_curve(step + 1, now))
                 print(f"curve: {curve[-1]}", flush=True)
                 next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60
-                seconds, began = now, time.perf_counter()  # judging time is not training time
+                elapsed.restart(now)  # judging time is not training time
         if (step + 1) % cfg.checkpoint_every == 0 or last:
             checkpoint.save(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), ema=[e.cpu() for e in ema],
                             optimizer=optimizer.state_dict(), generator=generator.get_state(), step=step + 1,
