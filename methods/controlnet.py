@@ -4,7 +4,6 @@ one exemplar, through a pose ControlNet beside the frozen base model, and prompt
 from __future__ import annotations
 
 import io
-from importlib.util import find_spec
 from pathlib import Path
 
 import torch
@@ -12,9 +11,9 @@ from PIL import Image
 
 from actionbench.errors import UserError
 from actionbench.files import write_atomic
-from actionbench.models import TextToImageModel, looks_local
-from actionbench.world import CONTROLNET
+from actionbench.models import TextToImageModel
 from methods.base import ActionMethod
+from methods.mechanics.pose import check_controlnet, check_pose_maps, pose_maps, read_controlnet
 
 POSE_DIR = "pose"  # in the artifact folder: the pose map of each exemplar, as generation reads them
 
@@ -30,28 +29,12 @@ class ControlNetPose(ActionMethod):
         self.poses: list[Image.Image] = []
 
     def check(self, task, scorer) -> None:
-        folder = Path(self.controlnet).expanduser()
-        if looks_local(self.controlnet) and not folder.is_dir():
-            world = " (the offline world's ControlNet: train it with python -m actionbench.world.controlnet)"
-            raise UserError(f"method.controlnet={self.controlnet!r}: no such folder"
-                            f"{world if folder.resolve() == CONTROLNET.resolve() else ''}")
-        unposed = [e for e in task.action.exemplars if e.pose is None]
-        if not unposed:
-            return
-        if self.detector is None:
-            why = "method.detector is null"
-        elif find_spec("controlnet_aux") is None:
-            why = "the OpenPose detector (controlnet_aux) is not installed: pip install -e \".[openpose]\""
-        else:
-            return
-        raise UserError(f"exemplar {unposed[0].image} of action {task.action.name!r} has no pose map: the manifest gives "
-                        f"it no `pose:` image, and {why}")
+        check_controlnet(self.controlnet, "method.controlnet")
+        check_pose_maps(task, self.detector, "method.detector")
 
     def train(self, model: TextToImageModel, task, seed: int, artifact_dir: Path) -> None:
         """The artifact is the pose map of every exemplar: the manifest's, or what the detector reads in the image."""
-        detect = load_detector(self.detector) if any(e.pose is None for e in task.action.exemplars) else None
-        for i, exemplar in enumerate(task.action.exemplars):
-            pose = Image.open(exemplar.pose).convert("RGB") if exemplar.pose else detect(exemplar.load())
+        for i, pose in enumerate(pose_maps(task.action.exemplars, self.detector, "method.detector")):
             buffer = io.BytesIO()
             pose.save(buffer, format="PNG")
             write_atomic(Path(artifact_dir) / POSE_DIR / f"{i:02d}.png", buffer.getvalue())
@@ -75,16 +58,9 @@ class ControlNetPose(ActionMethod):
 
 def load_controlnet(source: str, model: TextToImageModel):
     """A ControlNetModel on the model's device and dtype, refused when it was made for another base model."""
-    from diffusers import ControlNetModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    try:
-        controlnet = ControlNetModel.from_pretrained(str(Path(source).expanduser()) if looks_local(source) else source,
-                                                     torch_dtype=model.pipe.unet.dtype)
-    except (OSError, ValueError) as err:  # hub errors (missing repo, offline, gated) are OSError subclasses
-        raise UserError(f"method.controlnet={source!r} could not be loaded as a ControlNet: {str(err).splitlines()[0]}\n"
-                        "Give a local diffusers folder, or a hub id that is in the Hugging Face cache (HF_HOME) or "
-                        "reachable online.") from err
+    controlnet = read_controlnet(source, "method.controlnet", model.pipe.unet.dtype)
     unet = model.pipe.unet.config
     if (controlnet.config.cross_attention_dim, list(controlnet.config.block_out_channels)) != (
             unet.cross_attention_dim, list(unet.block_out_channels)):
@@ -102,14 +78,3 @@ def attach(model: TextToImageModel, controlnet) -> None:
     pipe = StableDiffusionControlNetPipeline(**model.pipe.components, controlnet=controlnet, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     model.pipe = pipe
-
-
-def load_detector(source: str):
-    """controlnet_aux's OpenPose body detector (imported only when an exemplar needs it): image -> pose map."""
-    from controlnet_aux import OpenposeDetector
-
-    try:
-        return OpenposeDetector.from_pretrained(str(Path(source).expanduser()) if looks_local(source) else source)
-    except (OSError, ValueError) as err:
-        raise UserError(f"method.detector={source!r}: the OpenPose weights could not be loaded: "
-                        f"{str(err).splitlines()[0]}") from err

@@ -1,6 +1,7 @@
 """Shared test fixtures. Tests never touch the network: the Hugging Face hub is put offline first."""
 
 import os
+import shutil
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported anywhere
 
@@ -10,9 +11,11 @@ import actionbench  # noqa: E402,F401  (registers the ${world:...} config resolv
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "tests" / "fixtures" / "actionbench_mini"
@@ -102,3 +105,33 @@ def short_method(name: str, tmp_path: Path, steps: int):
         "reversion": lambda: ReVersion(max_train_steps=steps, train_batch_size=2, gradient_accumulation_steps=1),
     }
     return make[name]()
+
+
+def tiny_controlnet(model, folder):
+    """A random ControlNet for the tiny model; its zero convolutions are made non-zero, so the pose shows."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(model.pipe.unet, conditioning_embedding_out_channels=(8, 16, 16))
+    with torch.no_grad():
+        for name, param in controlnet.named_parameters():
+            if "controlnet_" in name or "conv_out" in name:
+                param.normal_(0, 0.3)
+    controlnet.save_pretrained(folder)
+    return str(folder)
+
+
+def posed_mini(mini_root, tmp_path):
+    """The mini fixture with a pose map per salute exemplar: three different stick figures on black."""
+    root = tmp_path / "bench"
+    shutil.copytree(mini_root, root)
+    (root / "salute" / "pose").mkdir()
+    for i in range(3):
+        pose = Image.new("RGB", (32, 32))
+        pose.paste((255, 170, 0), (4 + 8 * i, 2, 8 + 8 * i, 30))
+        pose.save(root / "salute" / "pose" / f"0{i}.png")
+    manifest = yaml.safe_load((root / "manifest.yaml").read_text())
+    for exemplar in manifest["actions"]["salute"]["exemplars"]:
+        exemplar["pose"] = exemplar["image"].replace("/", "/pose/")
+    (root / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return root

@@ -2,51 +2,18 @@
 base model's components under a ControlNet pipeline, and every missing piece named before any model loads."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-import torch
-import yaml
-from conftest import compose_config
+from conftest import compose_config, posed_mini, tiny_controlnet
 from PIL import Image
 
-import methods.controlnet
+import methods.mechanics.pose
 from actionbench.errors import UserError
 from actionbench.generate import initial_latents
 from actionbench.run import run
 from actionbench.task import load_task
 from methods.controlnet import ControlNetPose
-
-
-def tiny_controlnet(model, folder):
-    """A random ControlNet for the tiny model; its zero convolutions are made non-zero, so the pose shows."""
-    from diffusers import ControlNetModel
-
-    torch.manual_seed(0)
-    controlnet = ControlNetModel.from_unet(model.pipe.unet, conditioning_embedding_out_channels=(8, 16, 16))
-    with torch.no_grad():
-        for name, param in controlnet.named_parameters():
-            if "controlnet_" in name or "conv_out" in name:
-                param.normal_(0, 0.3)
-    controlnet.save_pretrained(folder)
-    return str(folder)
-
-
-def posed_mini(mini_root, tmp_path):
-    """The mini fixture with a pose map per salute exemplar: three different stick figures on black."""
-    root = tmp_path / "bench"
-    shutil.copytree(mini_root, root)
-    (root / "salute" / "pose").mkdir()
-    for i in range(3):
-        pose = Image.new("RGB", (32, 32))
-        pose.paste((255, 170, 0), (4 + 8 * i, 2, 8 + 8 * i, 30))
-        pose.save(root / "salute" / "pose" / f"0{i}.png")
-    manifest = yaml.safe_load((root / "manifest.yaml").read_text())
-    for exemplar in manifest["actions"]["salute"]["exemplars"]:
-        exemplar["pose"] = exemplar["image"].replace("/", "/pose/")
-    (root / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return root
 
 
 def test_a_tiny_run_draws_every_subject_in_the_exemplars_poses(mini_root, tiny_model, tmp_path):
@@ -82,7 +49,7 @@ def test_missing_poses_and_a_missing_controlnet_are_named_before_any_model_loads
     with pytest.raises(UserError, match=r"exemplar .*salute/00\.png of action 'salute' has no pose map.*detector is null"):
         run(compose_config([*base, f"method.controlnet={tmp_path}", "method.detector=null"]))
     world = tmp_path / "world_controlnet"
-    monkeypatch.setattr(methods.controlnet, "CONTROLNET", world)
+    monkeypatch.setattr(methods.mechanics.pose, "CONTROLNET", world)
     with pytest.raises(UserError, match="no such folder .*python -m actionbench.world.controlnet"):
         run(compose_config([*base, f"method.controlnet={world}"]))
 
@@ -96,11 +63,11 @@ def test_without_the_detector_installed_an_unposed_exemplar_is_named(mini_task):
 def test_exemplars_without_a_pose_map_are_read_by_the_detector(mini_task, tiny_model, tmp_path, monkeypatch):
     seen = []
 
-    def detector(source):
+    def detector(source, key):
         seen.append(source)
         return lambda image: Image.fromarray(255 - np.asarray(image))
 
-    monkeypatch.setattr(methods.controlnet, "load_detector", detector)
+    monkeypatch.setattr(methods.mechanics.pose, "load_detector", detector)
     method = ControlNetPose(tiny_controlnet(tiny_model, tmp_path / "controlnet"), detector="annotators")
     method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
     assert seen == ["annotators"]
