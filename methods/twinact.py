@@ -5,8 +5,10 @@ imitated from the exemplars, then a LoRA generation stage with an action-similar
    `extra_phrases`), filtered to the phrases the base model can draw; each phrase's token embeddings from
    the model's own embedding table, pooled into `num_tokens` groups; PCA per token position gives a mean
    and `num_bases` orthonormal bases.
-2. Imitation (stage 1): a frozen image encoder (`action_encoder`, an open_clip model's pooled image embedding;
-   OpenAI CLIP ViT-L/14 by default, never the run's scorer) gives features of the exemplars; one MLP per token
+2. Imitation (stage 1): a frozen action encoder gives features of the exemplars: with `action_encoder.kind=clip`
+   (default) an open_clip model's pooled image embedding (OpenAI CLIP ViT-L/14 by default, never the run's
+   scorer); with `kind=pose` (the reference's) each exemplar's pose map through an openpose ControlNet's
+   conditioning embedding, averaged over space (`PoseEncoder`). One MLP per token
    (Linear -> GELU -> L2-normalise -> Linear, Xavier init, as the reference) maps them to coefficients over
    that token's bases; the token is mean + coefficients @ bases, so it lies in the action space by
    construction. With `imitation=per_action` (the reference's) the MLP reads one feature per action, the mean
@@ -14,15 +16,20 @@ imitated from the exemplars, then a LoRA generation stage with an action-similar
    sample's own exemplar (its mirror image's feature when mirrored) and generates with the mean coefficients.
    Only the MLPs train.
 3. Generation (stage 2): LoRA on the UNet (rank 8) and the MLPs train. In both stages the loss is the noise
-   prediction loss plus `similarity_weight` x (1 - cosine) between the encoder's features of the decoded
+   prediction loss plus `similarity_weight` x (1 - cosine) between the image encoder's features of the decoded
    predicted clean image x̂0 and of the sample's exemplar (mirrored when it is trained mirrored), switched on
    after `similarity_start` of each stage's steps, as the reference's single loop does (`similarity_stages=
    second`: stage 2 only), for samples with timestep above `similarity_min_timestep` x T. Gradients are
    clipped to norm `max_grad_norm`. The token path (MLP, text encoder) stays fp32 under `dtype=fp16|bf16`.
+   With `kind=pose` the similarity loss keeps the open_clip image encoder, as the reference computes it with
+   CLIP ViT-L/14 beside its pose encoder: a pose cannot be read from x̂0 without a pose detector, which is
+   neither differentiable nor made for the blurred images of high timesteps.
 
 Remaining deviations from the reference, with the reason:
-- Action encoder: the reference's is OpenPose skeletons through the openpose ControlNet's conditioning
-  embedding (320-d); those weights are not available here, so a CLIP image encoder stands in [ours].
+- Action encoder: `kind=pose` is the reference's (OpenPose maps through the openpose ControlNet's conditioning
+  embedding, 320-d), but reads the manifest's `pose:` maps where they exist (the detector only for the rest),
+  in [0, 1] as ControlNets are trained and driven, where the reference normalises them to [-1, 1] [ours]. The
+  default, `kind=clip`, is a CLIP image encoder, which needs neither a ControlNet nor pose maps [ours].
 - The reference decodes the raw noise prediction as if it were a latent; we decode x̂0 (its quirk is a bug).
 - How a phrase becomes `num_tokens` vectors (contiguous slices of its tokens, averaged) and the drawability
   filter are ours: the paper is silent. Tokens are mean + c @ bases, starting at the initial word's
@@ -30,14 +37,14 @@ Remaining deviations from the reference, with the reason:
   that word's off-space part).
 - Steps, not epochs: 250 + 750 steps of batch 4 x 2 for the reference's 200 + 600 epochs of ~10 images.
 - Base model: SD 2.1 / the world model, not SDXL (num_bases capped by the text width and the phrases kept).
-Defaults that are ours: `action_encoder`, the phrase filter (`phrase_filter`, `filter_*`), the step counts
+Defaults that are ours: `action_encoder.kind`, the phrase filter (`phrase_filter`, `filter_*`), the step counts
 above, `flip_p` 0; the rest (rank 8, lr 2e-4, batch 4 x 2, 512 bases, MLP 640 hidden, similarity 0.15 from 40%
 for t > 0.8T, clipping at 1, per-action imitation) is the reference's.
 
 Artifact: `learned_embeds.safetensors` (the tokens; `pipe.load_textual_inversion`), the LoRA in diffusers'
 format (`pipe.load_lora_weights`), and `imitation.safetensors` (MLPs, the coefficients the MLP gave for its
-inputs, and the action space's digest and sizes in its metadata). While the run lasts, `imitated.pt` keeps
-the stage-1 result, so a run killed in stage 2 does not redo stage 1.
+inputs; in its metadata the action space's digest and sizes, and both encoders). While the run lasts,
+`imitated.pt` keeps the stage-1 result, so a run killed in stage 2 does not redo stage 1.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora, save_unet_lora
 from methods.mechanics.loss import denoising_prediction, predicted_clean_latents
 from methods.mechanics.optim import adamw, mixed_precision
+from methods.mechanics.pose import check_controlnet, check_pose_maps, pose_maps, read_controlnet
 from methods.mechanics.prior import generate_to_files, model_cache
 from methods.mechanics.tokens import (
     EmbeddingOverride,
@@ -82,6 +90,8 @@ IMITATED_FILE = "imitated.pt"  # the stage-1 result (MLP, random generators), ke
 IMITATION_CHOICES = ("per_action", "per_exemplar")
 SIMILARITY_STAGES = ("both", "second")
 DEFAULT_ENCODER = {"model_name": "ViT-L-14", "pretrained": "openai"}  # OpenAI CLIP ViT-L/14
+ENCODER_KEY = "method.action_encoder"
+ENCODER_KINDS = ("clip", "pose")  # what the imitation MLP reads: the exemplar images' CLIP features, or their pose maps
 # drawable: the base model draws it (see `drawability`); vocabulary: every token of it occurs in `vocabulary`,
 # the texts the model was trained on (a model too small to have met most words); none: keep every phrase.
 PHRASE_FILTERS = ("drawable", "vocabulary", "none")
@@ -145,6 +155,35 @@ class ImitationMLP(torch.nn.Module):
         return torch.stack([head(features) for head in self.heads], dim=1)  # (batch, tokens, bases)
 
 
+class PoseEncoder:
+    """The reference's action encoder: each exemplar's pose map through an openpose ControlNet's conditioning
+    embedding, averaged over space (320 features for SD's ControlNets). It reads the map, never the image, so
+    the exemplars' appearance cannot reach the tokens. Only the embedding is used, and it serves any base model
+    (the reference reads SD 1.5's ControlNet beside SDXL)."""
+
+    def __init__(self, controlnet: str | None, detector: str | None):
+        self.controlnet, self.detector = controlnet, detector
+
+    def describe(self) -> dict:
+        return {"kind": "pose", "controlnet": self.controlnet, "detector": self.detector}
+
+    def check(self, task) -> None:
+        check_controlnet(self.controlnet, f"{ENCODER_KEY}.controlnet")
+        check_pose_maps(task, self.detector, f"{ENCODER_KEY}.detector")
+
+    @torch.no_grad()
+    def encode(self, model, exemplars, mirrored: bool) -> torch.Tensor:
+        """(exemplars, channels) fp32, then the mirrored maps' rows when `mirrored`. The maps (the manifest's, or
+        the detector's) are resized and cropped as the exemplar images are, in [0, 1] as ControlNets read them."""
+        dtype = model.pipe.unet.dtype
+        embedding = read_controlnet(self.controlnet, f"{ENCODER_KEY}.controlnet", dtype).controlnet_cond_embedding
+        maps = pose_maps(exemplars, self.detector, f"{ENCODER_KEY}.detector")
+        pixels = (torch.stack([image_tensor(m, model.resolution) for m in maps]) + 1) / 2
+        if mirrored:
+            pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: map i mirrored
+        return embedding.to(model.device)(pixels.to(model.device, dtype)).float().mean((2, 3))
+
+
 class TwinAct(ActionMethod):
     def __init__(
         self,
@@ -194,8 +233,12 @@ class TwinAct(ActionMethod):
         if "{phrase}" not in filter_prompt:
             raise UserError(f"method.filter_prompt={filter_prompt!r} must contain {{phrase}}")
         encoder = dict(action_encoder or DEFAULT_ENCODER)
-        self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key="method.action_encoder",
+        kind = encoder.get("kind", "clip")
+        check_choice(f"{ENCODER_KEY}.kind", kind, ENCODER_KINDS)
+        # the image encoder: the similarity loss's and the phrase filter's with either kind, the imitation's with clip
+        self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key=ENCODER_KEY,
                                 seed=encoder.get("seed", 0))
+        self.pose = PoseEncoder(encoder.get("controlnet"), encoder.get("detector")) if kind == "pose" else None
         self.placeholder_token, self.num_tokens, self.initializer_token = placeholder_token, num_tokens, initializer_token
         self.phrases = list(dict.fromkeys(read_phrases(phrases or PHRASES_FILE) + [p for p in extra_phrases if p]))
         self.filter = dict(kind=phrase_filter, prompt=filter_prompt, margin=filter_margin, samples=filter_samples)
@@ -209,7 +252,10 @@ class TwinAct(ActionMethod):
                                stages=similarity_stages)
 
     def check(self, task, scorer) -> None:
-        """The encoder that trains TwinAct must not be the one that scores it."""
+        """The pose encoder needs its ControlNet and every exemplar's pose map; the image encoder that trains
+        TwinAct must not be the one that scores it."""
+        if self.pose is not None:
+            self.pose.check(task)
         for clip in scorer.clips() if scorer is not None else []:
             if self.encoder.same_weights(clip):
                 raise UserError(
@@ -284,11 +330,7 @@ class TwinAct(ActionMethod):
         mean, bases, info = self.action_space(model)  # before any new token exists
         exemplars, n = task.action.exemplars, len(task.action.exemplars)
         images = [e.load() for e in exemplars]
-        pixels = torch.stack([image_tensor(image, model.resolution) for image in images]).to(device)
-        if self.flip_p > 0:
-            pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: exemplar i mirrored
-        with torch.no_grad():
-            features = self.encoder.encode_pixels(pixels, device)  # the similarity targets, and what the MLP imitates
+        features, targets = self.exemplar_features(model, exemplars, images)
         action_feature = features[:n].mean(0, keepdim=True)  # one feature per action (imitation=per_action)
         model_dtype = unet.dtype
         text_encoder = pipe.text_encoder.to(torch.float32)
@@ -323,7 +365,7 @@ class TwinAct(ActionMethod):
                 hidden = text_encoder(input_ids[index.to(device)])[0]
             with mixed_precision(device, model_dtype):  # the frozen UNet, VAE and encoder in their dtype
                 return self.generation_loss(model, scheduler, latents.sample(index, flipped, generator), hidden,
-                                            features[rows], generator, schedule["similarity"])
+                                            targets[rows], generator, schedule["similarity"])
 
         def stage(params: list, steps: int, name: str, resume: Resume, similarity: bool) -> None:
             """One stage's optimisation; `similarity`: whether its similarity loss switches on part-way."""
@@ -365,6 +407,19 @@ class TwinAct(ActionMethod):
         self.save(model, task, artifact_dir, learned, mlp, trained, info)
         imitated.unlink(missing_ok=True)  # the run is over: stage 1 is in the artifact
 
+    @torch.no_grad()
+    def exemplar_features(self, model, exemplars, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the imitation MLP reads, the similarity loss's targets): a row per exemplar, then a row per mirror
+        image when flip_p > 0. Targets are the image encoder's features of the images; the MLP reads them too,
+        or with the pose encoder the exemplars' pose features."""
+        pixels = torch.stack([image_tensor(image, model.resolution) for image in images]).to(model.device)
+        if self.flip_p > 0:
+            pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: exemplar i mirrored
+        targets = self.encoder.encode_pixels(pixels, model.device)
+        if self.pose is None:
+            return targets, targets
+        return self.pose.encode(model, exemplars, mirrored=self.flip_p > 0), targets
+
     @staticmethod
     def save_imitated(path: Path, mlp, generators) -> None:
         buffer = io.BytesIO()
@@ -379,7 +434,7 @@ class TwinAct(ActionMethod):
             generator.set_state(saved)
 
     def generation_loss(self, model, scheduler, latents, hidden, exemplar_features, generator, similarity_weight: float):
-        """Noise-prediction loss, plus similarity_weight x the mean (1 - cosine) between the action encoder's
+        """Noise-prediction loss, plus similarity_weight x the mean (1 - cosine) between the image encoder's
         features of the decoded x̂0 and of the sample's exemplar, over samples with t > min_timestep x T."""
         prediction, target, noisy, timesteps = denoising_prediction(model.pipe.unet, scheduler, latents, hidden, generator)
         loss = torch.nn.functional.mse_loss(prediction, target)
@@ -398,7 +453,9 @@ class TwinAct(ActionMethod):
         save_unet_lora(model.pipe, artifact_dir)
         tensors = {f"mlp.{k}": v.detach().float().cpu().contiguous() for k, v in mlp.state_dict().items()}
         tensors["coefficients"] = coefficients.float().cpu().contiguous()
-        metadata = {"action_space": json.dumps(info), "action_encoder": json.dumps(self.encoder.describe())}
+        metadata = {"action_space": json.dumps(info),
+                    "action_encoder": json.dumps((self.pose or self.encoder).describe()),  # what the MLP reads
+                    "similarity_encoder": json.dumps(self.encoder.describe())}
         write_atomic(artifact_dir / IMITATION_FILE, save(tensors, metadata=metadata))
 
     def load(self, model, task, artifact_dir: Path) -> None:

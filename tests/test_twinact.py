@@ -3,25 +3,33 @@ and keeps as it says, learned tokens stay inside the space and the imitation MLP
 trains with the tokens it generates with, the similarity loss only acts from its switch-on point of each stage
 and above its timestep gate, against the mirrored exemplar when mirrored; the token path stays fp32 under half
 precision; a run killed in stage 2 does not redo stage 1; the encoder that scores is refused as the one that
-trains; and the artifact round-trips through diffusers' loaders."""
+trains; the artifact round-trips through diffusers' loaders; and the pose encoder reads the pooled conditioning
+embedding of the pose maps (not the images), names a missing ControlNet or pose map before any model loads, and
+trains end to end."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
-from conftest import MINI, TWINACT_PHRASES, compose_config, short_twinact
-from diffusers import DDPMScheduler
+from conftest import MINI, TWINACT_PHRASES, compose_config, posed_mini, short_twinact, tiny_controlnet
+from diffusers import ControlNetModel, DDPMScheduler
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import actionbench.models
+import methods.mechanics.pose
 import methods.twinact
 from actionbench.clip import OpenClip
 from actionbench.errors import UserError
 from actionbench.generate import initial_latents
+from actionbench.leaderboard import method_label
 from actionbench.models import tiny_pipeline
 from actionbench.task import load_task
+from actionbench.world import CONTROLNET
 from methods.mechanics.latents import image_tensor
 from methods.mechanics.loss import predicted_clean_latents
 from methods.mechanics.prior import model_cache
@@ -343,3 +351,90 @@ def test_bad_settings_are_refused(tmp_path):
         short_twinact(tmp_path, phrase_filter="vocabulary")
     with pytest.raises(UserError, match="no such file"):
         TwinAct(phrases=str(tmp_path / "missing.txt"))
+
+
+def pose_twinact(tmp_path, controlnet, **overrides):
+    """short_twinact with the pose encoder reading `controlnet`; every exemplar must have its pose map."""
+    encoder = {"kind": "pose", "model_name": "ActionBench-Tiny-CLIP", "pretrained": None, "controlnet": controlnet,
+               "detector": None}
+    return short_twinact(tmp_path, action_encoder=encoder, **overrides)
+
+
+def test_pose_features_are_the_pooled_conditioning_embedding_of_the_pose_maps(mini_root, tiny_model, tmp_path):
+    """Against a hand computation: each map in [0, 1] through the ControlNet's conditioning embedding, averaged
+    over space, then the mirrored maps' when mirrored; the similarity targets stay the image encoder's."""
+    from diffusers import ControlNetModel
+
+    task = load_task("mini", str(posed_mini(mini_root, tmp_path)), "salute")
+    folder = tiny_controlnet(tiny_model, tmp_path / "controlnet")
+    exemplars = task.action.exemplars
+    images = [e.load() for e in exemplars]
+    maps = torch.stack([torch.from_numpy(np.array(Image.open(e.pose).convert("RGB"))).permute(2, 0, 1) / 255.0
+                        for e in exemplars])
+    embedding = ControlNetModel.from_pretrained(folder).controlnet_cond_embedding
+    with torch.no_grad():
+        expected = embedding(torch.cat([maps, maps.flip(-1)])).mean((2, 3))
+    features, targets = pose_twinact(tmp_path, folder, flip_p=1.0).exemplar_features(tiny_model, exemplars, images)
+    assert features.shape == (6, 32)  # the tiny UNet's first block width, as SD's is 320
+    assert torch.allclose(features, expected, atol=1e-6)
+    pixels = torch.stack([image_tensor(image, 32) for image in images])
+    clip = short_twinact(tmp_path).encoder.encode_pixels(torch.cat([pixels, pixels.flip(-1)]), torch.device("cpu"))
+    assert torch.allclose(targets, clip, atol=1e-6)
+
+
+def test_pose_features_read_the_pose_and_not_the_appearance(mini_root, tiny_model, tmp_path):
+    """Another pose map, other features; the same pose map under another exemplar image, the same features
+    (while the image encoder's similarity targets change with the image)."""
+    task = load_task("mini", str(posed_mini(mini_root, tmp_path)), "salute")
+    method = pose_twinact(tmp_path, tiny_controlnet(tiny_model, tmp_path / "controlnet"))
+    first = task.action.exemplars[0]
+    lying = tmp_path / "lying.png"
+    pose = Image.new("RGB", (32, 32))
+    pose.paste((0, 85, 255), (2, 20, 30, 24))  # a horizontal figure in another limb colour
+    pose.save(lying)
+    other_image = load_task("mini", str(mini_root), "squat").action.exemplars[1].image
+    exemplars = [first, dataclasses.replace(first, pose=lying), dataclasses.replace(first, image=other_image)]
+    features, targets = method.exemplar_features(tiny_model, exemplars, [e.load() for e in exemplars])
+    assert (features[0] - features[1]).abs().max() > 1e-3, "two poses, two features"
+    assert torch.equal(features[0], features[2]), "one pose under two images, one feature"
+    assert (targets[0] - targets[2]).abs().max() > 1e-3
+
+
+def test_a_missing_controlnet_or_pose_map_is_named_before_any_model_loads(mini_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(actionbench.models, "tiny_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(ControlNetModel, "from_pretrained", lambda *a, **k: pytest.fail("the ControlNet was loaded"))
+    posed = posed_mini(mini_root, tmp_path)
+    base = ["method=twinact", "suite=actionbench", "model=tiny", "method.action_encoder.kind=pose",
+            f"output_dir={tmp_path}/run"]
+    with pytest.raises(UserError, match="method.action_encoder.controlnet is null"):
+        run(compose_config([*base, f"benchmark.root={posed}", "method.action_encoder.controlnet=null"]))
+    world = tmp_path / "world_controlnet"
+    monkeypatch.setattr(methods.mechanics.pose, "CONTROLNET", world)
+    with pytest.raises(UserError, match=r"controlnet=.*no such folder .*python -m actionbench.world.controlnet"):
+        run(compose_config([*base, f"benchmark.root={posed}", f"method.action_encoder.controlnet={world}"]))
+    with pytest.raises(UserError, match=r"salute/00\.png of action 'salute' has no pose map.*encoder.detector is null"):
+        run(compose_config([*base, f"benchmark.root={mini_root}", f"method.action_encoder.controlnet={tmp_path}",
+                            "method.action_encoder.detector=null"]))
+
+
+def test_the_world_pose_encoder_reads_the_worlds_controlnet_without_a_detector():
+    encoder = compose_config(["method=twinact", "suite=world", "method.action_encoder.kind=pose"]).method.action_encoder
+    assert (encoder.kind, encoder.controlnet, encoder.detector) == ("pose", str(CONTROLNET), None)
+    assert encoder.model_name == "ActionBench-World-CLIP", "the similarity loss keeps the world's second CLIP"
+
+
+def test_a_tiny_run_with_the_pose_encoder_trains_on_the_pose_features(mini_root, tiny_model, tmp_path):
+    root, folder = posed_mini(mini_root, tmp_path), tiny_controlnet(tiny_model, tmp_path / "controlnet")
+    out = tmp_path / "run"
+    run(compose_config(["method=twinact", "suite=actionbench", "model=tiny", f"benchmark.root={root}",
+                        "method.action_encoder.kind=pose", f"method.action_encoder.controlnet={folder}",
+                        "method.action_encoder.detector=null", "method.imitation_steps=2", "method.max_train_steps=2",
+                        f"output_dir={out}", f"cache_dir={tmp_path}/cache"]))
+    record = json.loads((out / "record.json").read_text())
+    assert record["complete"] is True and len(record["images"]) == 23 * 2
+    assert method_label(record).startswith("twinact (action_encoder.kind=pose, ")
+    with safe_open(str(out / "artifact" / IMITATION_FILE), "pt") as saved:
+        assert json.loads(saved.metadata()["action_encoder"])["kind"] == "pose"
+        assert json.loads(saved.metadata()["similarity_encoder"])["model"] == "ActionBench-Tiny-CLIP"
+        assert saved.get_tensor("mlp.heads.0.0.weight").shape[1] == 32, "the MLP reads the 32 pose features"
+    assert (out / "artifact" / EMBEDS_FILE).is_file()
