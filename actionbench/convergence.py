@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 
 from actionbench.errors import UserError
@@ -54,13 +55,18 @@ def rungs(ladder: tuple[int, ...], default_steps: int) -> list[int]:
     return sorted({s for s in ladder if s < default_steps} | {default_steps})
 
 
+def faithful_steps(overrides: list[str]) -> int:
+    """The method's own step count (its conf/method/ default, not a model's tuning); refused if it trains nothing."""
+    cfg = compose_run([*overrides, "~tuning"])
+    if int(cfg.method.max_train_steps) <= 0:
+        raise UserError(f"method={cfg.method_name} trains nothing: it has no step count to choose")
+    return int(cfg.method.max_train_steps)
+
+
 def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, overrides: list[str]) -> list[dict]:
     """Train `method` on `action` once, to its default step count, and judge it at every rung: the records."""
     base = [f"method={method}", f"action={action}", *overrides]
-    default_steps = int(compose_run([*base, "~tuning"]).method.max_train_steps)  # the faithful one, not the world's
-    if default_steps <= 0:
-        raise UserError(f"method={method} trains nothing: it has no step count to choose")
-    steps = rungs(ladder, default_steps)
+    steps = rungs(ladder, faithful_steps(base))
 
     def config(n: int):
         return compose_run([*base, f"method.max_train_steps={n}", f"output_dir={out / 'runs' / method / action / f'steps{n}'}"])
@@ -137,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         for method in args.methods:  # every choice checked before the first training
-            compose_run([f"method={method}", f"action={args.actions[0]}", *args.overrides])
+            for action in args.actions:
+                faithful_steps([f"method={method}", f"action={action}", *args.overrides])
         csv = args.out / "convergence.csv"
         earlier = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "action", "steps"])
         for method in args.methods:
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         plot(earlier, chosen, args.out / "convergence.png")
         print(chosen.to_string(index=False))
         print(f"written: {csv}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
-    except UserError as err:
+    except (UserError, HydraException) as err:  # Hydra's names the valid choices of a bad config group
         print(f"actionbench.convergence: error: {err}", file=sys.stderr)
         sys.exit(2)
 

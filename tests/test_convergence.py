@@ -60,3 +60,14 @@ def test_each_rung_is_the_run_of_that_many_steps_from_a_single_training(method, 
     assert all(torch.equal(rung[k], alone[k]) for k in rung)
     top = artifact_tensors(tmp_path / "ladder" / "runs" / method / "salute" / "steps6" / "artifact")
     assert any(not torch.equal(top[k], alone[k]) for k in top)  # the rungs are not all the same artifact
+
+
+@pytest.mark.parametrize("methods, message", [(["nosuch"], "Available options in 'method'"),
+                                              (["textual_inversion", "sd"], "method=sd trains nothing")])
+def test_a_bad_method_is_refused_before_any_training(methods, message, tmp_path, capsys):
+    from actionbench.convergence import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--methods", *methods, "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
