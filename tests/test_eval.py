@@ -78,15 +78,15 @@ class _Fixed(Scorer):
     def describe(self):
         return {"kind": "fixed"}
 
-    def score(self, task, generated, device):
-        return self._verdicts
+    def verdicts(self, task, images, subjects, device):
+        return self._verdicts[: len(images)]
 
 
 def test_scorer_set_headlines_one_scorer_and_keeps_the_others_beside_it():
     judges = _Fixed([{"action_correct": True, "subject_correct": True}, {"action_correct": False, "subject_correct": True}])
     clip = _Fixed([{"action_correct": False, "subject_correct": False}, {"action_correct": True, "subject_correct": True}])
     scorers = ScorerSet(headline="judges", judges=judges, clip=clip)
-    rows = scorers.score(None, [None, None], torch.device("cpu"))
+    rows = scorers.verdicts(None, [None, None], ["man", "dog"], torch.device("cpu"))
     assert rows[0] == {"action_correct": True, "subject_correct": True, "clip.action_correct": False,
                        "clip.subject_correct": False}
     summary = scorers.summarise(rows)
