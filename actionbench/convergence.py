@@ -106,10 +106,9 @@ def choose(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
 
 
 def plot(rows: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from eval.plots import save_figure  # selects the Agg backend
 
     mean = rows.groupby(["method", "steps"], as_index=False)["Total"].mean()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -123,11 +122,7 @@ def plot(rows: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> None:
     ax.set_title("Convergence in the world: * = the step count chosen")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path.with_suffix(".tmp.png"), dpi=120)
-    plt.close(fig)
-    os.replace(path.with_suffix(".tmp.png"), path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:

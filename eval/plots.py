@@ -19,7 +19,8 @@ from actionbench.files import write_atomic  # noqa: E402
 FIGURES = ("Action", "Subject", "Total")
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
+    """The figure as a PNG at `path`, written atomically, and closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -42,7 +43,7 @@ def bars(board: pd.DataFrame, title: str, path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(ncols=3, fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def tradeoff(board: pd.DataFrame, title: str, path: Path) -> Path:
@@ -56,7 +57,7 @@ def tradeoff(board: pd.DataFrame, title: str, path: Path) -> Path:
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def heatmap(per_action: pd.DataFrame, title: str, path: Path) -> Path:
@@ -71,7 +72,7 @@ def heatmap(per_action: pd.DataFrame, title: str, path: Path) -> Path:
             ax.text(j, i, f"{value:.0f}", ha="center", va="center", color="white" if value < 50 else "black", fontsize=8)
     figure.colorbar(image, ax=ax, label="Total (%)")
     ax.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def image_grid(cells: pd.DataFrame, path: Path, exemplars=(), cell: int = 64) -> Path:
