@@ -25,6 +25,8 @@ from actionbench.generate import generate_images
 from actionbench.models import resolve_device, resolve_dtype
 from actionbench.records import RECORD_FILE, SPEED_ONLY, work_digest, write_record
 
+import world  # noqa: F401, E402  an entry point: registers the resolvers (${world:...}) of conf/'s world configs
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from benchmarks.timing import ENCODERS, sync, task_for
 from eval.clip_scorer import ClipScorer
-from eval.judge_scorer import JudgeScorer
+from world.scorer import JudgeScorer
 
 
 def measure(model_name: str, device: torch.device, count: int) -> list[dict]:

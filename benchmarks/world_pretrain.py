@@ -1,4 +1,4 @@
-"""How long `python -m actionbench.world.pretrain` (its default config) takes on this machine, from timed
+"""How long `python -m world.pretrain` (its default config) takes on this machine, from timed
 pieces: per-step VAE and UNet times (by difference of an N- and a 2N-step run, so set-up is excluded) and
 the rendering rate, scaled to the config's step and image counts.
 
@@ -21,8 +21,8 @@ import torch
 from omegaconf import OmegaConf
 
 from actionbench.files import write_json
-from actionbench.world import pretrain
-from actionbench.world.render import random_dataset
+from world import pretrain
+from world.render import random_dataset
 
 
 def seconds_per_step(phase: str, steps: int, cfg: pretrain.PretrainConfig) -> float:

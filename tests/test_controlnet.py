@@ -49,8 +49,7 @@ def test_missing_poses_and_a_missing_controlnet_are_named_before_any_model_loads
     with pytest.raises(UserError, match=r"exemplar .*salute/00\.png of action 'salute' has no pose map.*detector is null"):
         run(compose_config([*base, f"method.controlnet={tmp_path}", "method.detector=null"]))
     world = tmp_path / "world_controlnet"
-    monkeypatch.setattr(methods.mechanics.pose, "CONTROLNET", world)
-    with pytest.raises(UserError, match="no such folder .*python -m actionbench.world.controlnet"):
+    with pytest.raises(UserError, match="no such folder .*python -m world.controlnet"):
         run(compose_config([*base, f"method.controlnet={world}"]))
 
 

@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import actionbench.models
-import methods.mechanics.pose
 import methods.twinact
 from actionbench.clip import OpenClip
 from actionbench.errors import UserError
@@ -29,7 +28,7 @@ from actionbench.generate import initial_latents
 from actionbench.leaderboard import method_label
 from actionbench.models import tiny_pipeline
 from actionbench.task import load_task
-from actionbench.world import CONTROLNET
+from world import CONTROLNET
 from methods.mechanics.latents import image_tensor
 from methods.mechanics.loss import predicted_clean_latents
 from methods.mechanics.prior import model_cache
@@ -409,8 +408,7 @@ def test_a_missing_controlnet_or_pose_map_is_named_before_any_model_loads(mini_r
     with pytest.raises(UserError, match="method.action_encoder.controlnet is null"):
         run(compose_config([*base, f"benchmark.root={posed}", "method.action_encoder.controlnet=null"]))
     world = tmp_path / "world_controlnet"
-    monkeypatch.setattr(methods.mechanics.pose, "CONTROLNET", world)
-    with pytest.raises(UserError, match=r"controlnet=.*no such folder .*python -m actionbench.world.controlnet"):
+    with pytest.raises(UserError, match=r"controlnet=.*no such folder .*python -m world.controlnet"):
         run(compose_config([*base, f"benchmark.root={posed}", f"method.action_encoder.controlnet={world}"]))
     with pytest.raises(UserError, match=r"salute/00\.png of action 'salute' has no pose map.*encoder.detector is null"):
         run(compose_config([*base, f"benchmark.root={mini_root}", f"method.action_encoder.controlnet={tmp_path}",

@@ -8,10 +8,10 @@ from PIL import Image
 
 from actionbench.errors import UserError
 from actionbench.task import load_task
-from actionbench.world import BENCHMARK, CONTROL
-from actionbench.world.benchmark import EXEMPLARS_PER_ACTION, TASKS, manifest
-from actionbench.world.judges import Judge, to_pixels
-from actionbench.world.render import (
+from world import BENCHMARK, CONTROL
+from world.benchmark import EXEMPLARS_PER_ACTION, TASKS, manifest
+from world.judges import Judge, to_pixels
+from world.render import (
     ACTIONS,
     BENCHMARK_ACTIONS,
     EVAL_SUBJECTS,
@@ -24,7 +24,7 @@ from actionbench.world.render import (
     random_dataset,
     render,
 )
-from eval.judge_scorer import JudgeScorer
+from world.scorer import JudgeScorer
 
 
 def test_world_has_the_benchmark_shape():
@@ -137,8 +137,8 @@ def test_judge_scorer_refuses_tasks_outside_the_world(mini_task):
 
 def test_world_clip_has_real_weights_that_see_the_world():
     """Through the same ClipScorer real runs use; chance is 1/23 (subject) and 1/8 (action)."""
-    from actionbench.world import WEIGHTS
-    from actionbench.world.clip import MODEL_NAME, WEIGHTS_FILE
+    from world import WEIGHTS
+    from world.clip import MODEL_NAME, WEIGHTS_FILE
     from eval.clip_scorer import ClipScorer
 
     scorer = ClipScorer(MODEL_NAME, str(WEIGHTS / WEIGHTS_FILE))

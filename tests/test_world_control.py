@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from actionbench.world import control
+from world import control
 
 
 def _record(runs, method, action, total):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actionbench.world import controlnet as trainer
-from actionbench.world import pretrain
+from world import controlnet as trainer
+from world import pretrain
 
 TINY = dict(images=64, steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2, conditioning_channels=[8, 16, 16],
             samples=1, inference_steps=2, generation_batch_size=64)
@@ -66,7 +66,7 @@ def test_the_trained_folder_is_what_method_controlnet_loads(tiny_world_model, tm
     from actionbench.generate import initial_latents
     from actionbench.models import load_pretrained
     from actionbench.task import load_task
-    from actionbench.world import BENCHMARK
+    from world import BENCHMARK
     from methods.controlnet import ControlNetPose
 
     folder = _train(tiny_world_model, tmp_path, "controlnet", steps=1)

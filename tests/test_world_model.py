@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import compose_config
 
-from actionbench.world import pretrain
-from actionbench.world.pretrain import MODEL, PretrainConfig, captions
-from actionbench.world.render import ACTIONS, SUBJECTS
+from world import pretrain
+from world.pretrain import MODEL, PretrainConfig, captions
+from world.render import ACTIONS, SUBJECTS
 
 TINY = dict(images=64, reconstruction_images=8, vae_steps=3, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2,
             text_layers=1, vae_channels=(16, 32, 32), unet_channels=(32, 32, 32), attention_head_dim=2, below_gate=True,
@@ -146,7 +146,7 @@ def test_the_learning_curve_is_judged_and_recorded(tmp_path):
 def test_committed_model_is_stable_diffusion_within_budget():
     from diffusers import StableDiffusionPipeline
 
-    from actionbench.world import WEIGHTS
+    from world import WEIGHTS
 
     world = sum(f.stat().st_size for folder in (MODEL, WEIGHTS) for f in folder.rglob("*") if f.is_file())
     assert world <= 50 * 2**20  # every weight of the world together: model, judges, the scoring CLIP and TwinAct's encoder CLIP
@@ -162,7 +162,7 @@ def test_committed_model_is_stable_diffusion_within_budget():
     operational = {"device", "work_dir", "out_dir", "checkpoint_every", "curve_every_minutes", "below_gate"}
     assert {k: training["config"].get(k) for k in defaults if k not in operational} == \
         {k: v for k, v in defaults.items() if k not in operational}, \
-        "the committed model's first stage was trained with the defaults `python -m actionbench.world.pretrain` uses"
+        "the committed model's first stage was trained with the defaults `python -m world.pretrain` uses"
 
 
 def test_the_world_is_the_default_suite_unless_actionbench_root_is_set():

@@ -11,17 +11,16 @@ from PIL import Image
 
 from actionbench.errors import UserError
 from actionbench.models import looks_local
-from actionbench.world import CONTROLNET
 
 
 def check_controlnet(source: str | None, key: str) -> None:
-    """Fail now when no ControlNet is given, or its local folder does not exist (the world's: how to make it)."""
+    """Fail now when no ControlNet is given, or its local folder does not exist (saying how one is made)."""
     if not source:
         raise UserError(f"{key} is null: give a pose ControlNet (hub id or local diffusers folder)")
     folder = Path(source).expanduser()
     if looks_local(source) and not folder.is_dir():
-        world = " (the offline world's ControlNet: train it with python -m actionbench.world.controlnet)"
-        raise UserError(f"{key}={source!r}: no such folder{world if folder.resolve() == CONTROLNET.resolve() else ''}")
+        raise UserError(f"{key}={source!r}: no such folder (a diffusers ControlNetModel folder; the offline world's "
+                        "is trained by python -m world.controlnet)")
 
 
 def check_pose_maps(task, detector: str | None, key: str) -> None:

@@ -7,11 +7,11 @@ Several captions in a batch can describe the same image (same subject and action
 every matching pair as a positive rather than only the diagonal.
 
 Train (deterministic from config and seed), then report agreement with the ground-truth judges:
-    python -m actionbench.world.clip [key=value ...]
+    python -m world.clip [key=value ...]
 
 A second, independent world CLIP, so that the encoder that trains TwinAct in the world is not the world
 CLIP that scores it (another seed, fewer images and steps, more subject-only captions):
-    python -m actionbench.world.clip name=world_clip_b seed=1 train_images=30000 steps=1500 subject_only_p=0.5
+    python -m world.clip name=world_clip_b seed=1 train_images=30000 steps=1500 subject_only_p=0.5
 writes `world_clip_b.safetensors` (+ .yaml, .md) beside the first (about 5 minutes on one CPU core).
 """
 
@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from actionbench.files import write_atomic
 from actionbench.task import load_task
-from actionbench.world import BENCHMARK, WEIGHTS
-from actionbench.world.judges import augment, to_pixels
-from actionbench.world.render import (
+from world import BENCHMARK, WEIGHTS
+from world.judges import augment, to_pixels
+from world.render import (
     ACTIONS,
     BENCHMARK_ACTIONS,
     EVAL_SUBJECTS,
@@ -45,7 +45,7 @@ from actionbench.world.render import (
     render_batch,
 )
 from eval.clip_scorer import ClipScorer
-from eval.judge_scorer import JudgeScorer
+from world.scorer import JudgeScorer
 
 MODEL_NAME = "ActionBench-World-CLIP"
 WEIGHTS_FILE = "world_clip.safetensors"
@@ -157,7 +157,7 @@ def main(argv: list[str]) -> None:
     figures = agreement(weights, cfg.agreement_images, cfg.seed + 20_000)
     print(json.dumps(figures))
     report = (
-        f"# World CLIP\n\n`{MODEL_NAME}` trained by `python -m actionbench.world.clip` ({json.dumps(asdict(cfg))}) "
+        f"# World CLIP\n\n`{MODEL_NAME}` trained by `python -m world.clip` ({json.dumps(asdict(cfg))}) "
         f"in {minutes:.1f} minutes on this machine.\n\n"
         f"Zero-shot verdicts on {figures['images']} fresh renders (evaluation subjects x benchmark actions):\n\n"
         "| | Action | Subject |\n|---|---|---|\n"

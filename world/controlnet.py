@@ -2,7 +2,7 @@
 the world base model's UNet (`ControlNetModel.from_unet`), trained beside the frozen base model on (render, pose
 map, caption) triples from the renderer.
 
-    python -m actionbench.world.controlnet [key=value ...]    e.g. steps=20 out_dir=/tmp/cn  (a quick try)
+    python -m world.controlnet [key=value ...]    e.g. steps=20 out_dir=/tmp/cn  (a quick try)
 
 Deterministic from the config and seed on a given device; resumable: rerun the same command after an interruption
 and it continues from the last checkpoint in `work_dir`. Writes the ControlNet (fp16 safetensors in diffusers'
@@ -28,8 +28,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from actionbench.files import replace_dir
-from actionbench.world import BENCHMARK, CONTROLNET
-from actionbench.world.pretrain import (
+from world import BENCHMARK, CONTROLNET
+from world.pretrain import (
     MODEL,
     Checkpoint,
     LossLog,
@@ -41,7 +41,7 @@ from actionbench.world.pretrain import (
     resolve_steps,
     time_per_step,
 )
-from actionbench.world.render import ACTIONS, BENCHMARK_ACTIONS, pose_maps
+from world.render import ACTIONS, BENCHMARK_ACTIONS, pose_maps
 from methods.mechanics.tokens import token_ids
 
 
@@ -68,7 +68,7 @@ class ControlNetConfig:
     min_confidence: float = 0.5  # as the judge scorer: a less confident judge abstains (= wrong)
     generation_batch_size: int = 128
     work_dir: str = "results/world_controlnet"  # checkpoints (resumable)
-    out_dir: str | None = None  # None: the package's actionbench/world/controlnet/
+    out_dir: str | None = None  # None: the package's world/controlnet/
 
 
 KINDS = ("action", "subject", "both")  # judged right: the action, the subject, both (Total)
@@ -149,8 +149,8 @@ def measure(base, controlnet, cfg: ControlNetConfig, device: torch.device) -> di
     a run's noise (seed, action, k); the base model draws the same prompts from the same noise. % judged right."""
     from actionbench.generate import initial_latents, noise_seed
     from actionbench.task import load_task
-    from actionbench.world.judges import Judge
-    from actionbench.world.quality import judged
+    from world.judges import Judge
+    from world.sampling import judged
     from methods.base import ActionMethod
     from methods.controlnet import attach
 
@@ -207,13 +207,13 @@ def card(training: dict, quality: dict) -> str:
     return f"""# ActionBench world pose ControlNet
 
 diffusers' `ControlNetModel`, made by `ControlNetModel.from_unet` from the world base model's UNet
-(`actionbench/world/model/`; {training['parameters'] / 1e6:.2f} M parameters, conditioning embedding
+(`world/model/`; {training['parameters'] / 1e6:.2f} M parameters, conditioning embedding
 {list(cfg['conditioning_channels'])}: 32 px pose maps to the 8x8 latents), for `method=controlnet` in the
 offline world (`conf/tuning/synthetic_controlnet.yaml`). `ControlNetModel.from_pretrained(folder)` loads it; weights
 in fp16.
 
 ## Training
-`python -m actionbench.world.controlnet` (`training.yaml`; deterministic from it on a given device, resumable from
+`python -m world.controlnet` (`training.yaml`; deterministic from it on a given device, resumable from
 `work_dir`): {cfg['images']:,} renders of the world's 26 subjects x 16 actions with their captions (pretrain's
 training set for this count and seed {cfg['seed']}), each with its pose map (`render.pose_map`: OpenPose-style coloured limbs on
 black). The base model is frozen; the ControlNet learns its noise-prediction loss through it, {cfg['steps']:,}

@@ -6,7 +6,7 @@ Each exemplar has its pose map beside it (`{action}/pose/NN.png`, the manifest's
 `benchmark_control/` (`benchmark=synthetic_control`): the same for the 8 known actions, whose words the base
 model knows, so a method's Total can be set against `method=sd` prompting the action by name (a positive
 control: it shows the world can measure learning; never on the main board).
-    python -m actionbench.world.benchmark
+    python -m world.benchmark
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import yaml
 
 from actionbench.files import write_atomic
 from actionbench.task import PLACEHOLDER
-from actionbench.world import BENCHMARK, CONTROL
-from actionbench.world.render import (
+from world import BENCHMARK, CONTROL
+from world.render import (
     BENCHMARK_ACTIONS,
     EVAL_SUBJECTS,
     EXEMPLAR_SUBJECTS,
@@ -67,7 +67,7 @@ def write_task(folder, name: str, actions, seed: int) -> None:
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 write_atomic(folder / action.name / path, buffer.getvalue())
-    header = f"# The offline world's {name} task (written by `python -m actionbench.world.benchmark`).\n"
+    header = f"# The offline world's {name} task (written by `python -m world.benchmark`).\n"
     write_atomic(folder / "manifest.yaml",
                  (header + yaml.safe_dump(manifest(name, actions), sort_keys=False, width=120)).encode())
     print(f"wrote {folder}")

@@ -3,7 +3,7 @@
 Reads the control runs' records and writes control.json into the model folder, where the card shows it.
 
     python -m actionbench.run -m benchmark=synthetic_control method=sd,textual_inversion action=wave,arms_out
-    python -m actionbench.world.control [method=textual_inversion] [actions=[wave,arms_out]]
+    python -m world.control [method=textual_inversion] [actions=[wave,arms_out]]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from actionbench.errors import UserError
 from actionbench.files import write_json
-from actionbench.world.pretrain import MODEL
+from world.pretrain import MODEL
 
 BAR = 0.7  # the trained method's Total as a share of sd's, on at least MIN_ACTIONS actions
 MIN_ACTIONS = 2
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
     try:
         result = control(cfg)
     except UserError as err:
-        sys.exit(f"actionbench.world.control: error: {err}")
+        sys.exit(f"world.control: error: {err}")
     for row in result["rows"]:
         print(f"{row['action']}: sd Total {row['sd']['total']}%, {cfg.method} Total {row['trained']['total']}% "
               f"({row['ratio']:.0%} of sd)")

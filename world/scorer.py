@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 
 from actionbench.errors import UserError
-from actionbench.world import WEIGHTS
-from actionbench.world.judges import Judge, to_pixels
-from actionbench.world.render import EXEMPLAR_SUBJECTS
+from world import WEIGHTS
+from world.judges import Judge, to_pixels
+from world.render import EXEMPLAR_SUBJECTS
 from eval.scorer import Scorer
 
 EXEMPLAR_ONLY = frozenset(s.name for s in EXEMPLAR_SUBJECTS)  # they draw the exemplars and are never evaluated

@@ -6,14 +6,14 @@ real CLIP BPE tokenizer, a cross-attention UNet2DConditionModel with v-predictio
 on SD 2.1. Captions name the 8 known actions ("a red fox waving"); the 8 benchmark actions appear only under
 the subject's name, so the model can draw them but has no word for them.
 
-    python -m actionbench.world.pretrain [key=value ...]    e.g. steps=200 out_dir=/tmp/m  (a quick try)
+    python -m world.pretrain [key=value ...]    e.g. steps=200 out_dir=/tmp/m  (a quick try)
 
 Deterministic from the config and seed on a given device; resumable: rerun the same command after an
 interruption and it continues from the last checkpoint in `work_dir`. Two gates keep a weak model from being
 trained on: the VAE's round trip must keep the judges right on `vae_gate` (action, subject %) of unseen
 renders before the UNet starts (`below_gate=true` overrides), and every `curve_every_minutes` the UNet's EMA
 weights are judged on a fixed prompt set (the learning curve in the real metric, in training.json). Then run
-`python -m actionbench.world.quality` to measure the model and write its card.
+`python -m world.quality` to measure the model and write its card.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from actionbench.files import replace_dir, write_atomic
-from actionbench.world import WORLD
-from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS, random_dataset
+from world import WORLD
+from world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS, random_dataset
 from methods.mechanics.tokens import token_ids
 
 MODEL = WORLD / "model"  # committed: the trained pipeline folder with its config, card, loss curve and samples
@@ -270,7 +270,7 @@ def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: 
 def reconstruction_judged(vae, cfg: PretrainConfig, device: torch.device) -> dict[str, float]:
     """How often the judges still read action and subject after a VAE round trip (unseen renders): the
     ceiling the UNet's images can reach."""
-    from actionbench.world.judges import Judge
+    from world.judges import Judge
 
     count = cfg.reconstruction_images
     images, subject_ids, action_ids = random_dataset(count, cfg.seed + 20_000)
@@ -321,7 +321,7 @@ class CurveJudge:
     def __init__(self, tokenizer, text_encoder, vae, unet, scheduler, cfg: PretrainConfig, device: torch.device):
         from diffusers import StableDiffusionPipeline
 
-        from actionbench.world.judges import Judge
+        from world.judges import Judge
 
         self.pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -334,17 +334,15 @@ class CurveJudge:
     @torch.no_grad()
     def __call__(self, step: int, seconds: float) -> dict:
         from actionbench.models import TextToImageModel
-        from actionbench.world.quality import QualityConfig, generate, judged
+        from world.sampling import MIN_CONFIDENCE, generate, judged
 
         cfg = self.cfg
         model = TextToImageModel(self.pipe, "training", 32, cfg.curve_inference_steps, cfg.curve_guidance)
-        quality = QualityConfig(samples=1, inference_steps=cfg.curve_inference_steps, batch_size=256, seed=cfg.seed,
-                                device=str(self.device))
         modules = (self.pipe.unet, self.pipe.text_encoder)
         for module in modules:
             module.eval()
         try:
-            verdict = judged(generate(model, self.prompts, quality, 0), self.judges, quality.min_confidence, self.device)
+            verdict = judged(generate(model, self.prompts, cfg.seed, 256, 0), self.judges, MIN_CONFIDENCE, self.device)
         finally:
             for module in modules:
                 module.train()
@@ -613,7 +611,7 @@ def main(argv: list[str]) -> None:
         "training.yaml": OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode(),
         "training.png": plot.read_bytes(),
     })
-    print(f"wrote {out} ({minutes:.1f} min); measure it with: python -m actionbench.world.quality model={out}")
+    print(f"wrote {out} ({minutes:.1f} min); measure it with: python -m world.quality model={out}")
 
 
 if __name__ == "__main__":

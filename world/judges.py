@@ -5,7 +5,7 @@ augmentation, so generation artifacts do not fool them; a prediction whose proba
 `min_confidence` is an abstention and counts as wrong.
 
 Train (deterministic from the config and seed; writes weights, config and report to the weights folder):
-    python -m actionbench.world.judges [key=value ...]      e.g. train_images=20000 epochs=4
+    python -m world.judges [key=value ...]      e.g. train_images=20000 epochs=4
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from actionbench.files import write_atomic
-from actionbench.world import WEIGHTS
-from actionbench.world.render import ACTIONS, SUBJECTS, random_dataset
+from world import WEIGHTS
+from world.render import ACTIONS, SUBJECTS, random_dataset
 
 KINDS = {"action": [a.name for a in ACTIONS], "subject": [s.name for s in SUBJECTS]}
 
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> None:
     images, subject_ids, action_ids = random_dataset(cfg.train_images, cfg.seed)
     test_images, test_subjects, test_actions = random_dataset(cfg.test_images, cfg.seed + 10_000)
     pixels, test_pixels = to_pixels(images), to_pixels(test_images)
-    report = [f"# World judges\n\nTrained by `python -m actionbench.world.judges` ({json.dumps(asdict(cfg))}).\n"]
+    report = [f"# World judges\n\nTrained by `python -m world.judges` ({json.dumps(asdict(cfg))}).\n"]
     labels = {"action": (action_ids, test_actions), "subject": (subject_ids, test_subjects)}
     for kind, (train_labels, test_labels) in labels.items():
         judge = train_judge(kind, pixels, torch.from_numpy(train_labels), cfg)

@@ -1,6 +1,6 @@
 """Measure the world's base model with the ground-truth judges, and write its model card.
 
-    python -m actionbench.world.quality [model=FOLDER] [guidance=[3,5,7.5]] [samples=2] [device=cpu]
+    python -m world.quality [model=FOLDER] [guidance=[3,5,7.5]] [samples=2] [device=cpu]
 
 Prompted "a {subject} {known action}": how often the judges find both right; prompted with the subject
 alone: how often the subject is right, and how often each action (the benchmark's included) appears
@@ -19,14 +19,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
-from tqdm.auto import tqdm
 
 from actionbench.files import write_atomic
-from actionbench.generate import initial_latents
-from actionbench.world.judges import Judge, to_pixels
-from actionbench.world.pretrain import DATA_FIELDS, MODEL, VAE_FIELDS, PretrainConfig
-from actionbench.world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS
-from methods.base import ActionMethod
+from world.judges import Judge
+from world.pretrain import DATA_FIELDS, MODEL, VAE_FIELDS, PretrainConfig
+from world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS
+from world.sampling import MIN_CONFIDENCE, generate, judged
 
 
 @dataclass
@@ -35,7 +33,7 @@ class QualityConfig:
     guidance: list[float] = field(default_factory=lambda: [3.0, 5.0, 7.5])
     samples: int = 2  # per (subject, known action); the subject-alone set draws 4x as many per subject
     inference_steps: int = 25
-    min_confidence: float = 0.5  # as the judge scorer: a less confident judge abstains (= wrong)
+    min_confidence: float = MIN_CONFIDENCE
     batch_size: int = 128
     seed: int = 0
     device: str = "cpu"
@@ -43,37 +41,16 @@ class QualityConfig:
     default_guidance: float = 5.0  # the world's (conf/model/synthetic.yaml): the quality bars are read there
 
 
-def generate(model, prompts: list[str], cfg: QualityConfig, offset: int) -> np.ndarray:
-    """uint8 images through the pipeline call every run makes; prompt i's noise depends only on
-    (seed, offset + i), the same at every guidance."""
-    images = []
-    for start in tqdm(range(0, len(prompts), cfg.batch_size), desc=f"guidance {model.guidance_scale}", leave=False):
-        chunk = prompts[start : start + cfg.batch_size]
-        latents = initial_latents(model, [cfg.seed * 1_000_003 + offset + start + i for i in range(len(chunk))])
-        images += [np.asarray(image) for image in ActionMethod().pipeline_call(model, latents, prompt=chunk)]
-    return np.stack(images)
-
-
-def judged(images: np.ndarray, judges: dict[str, Judge], min_confidence: float,
-           device: torch.device = torch.device("cpu")) -> dict[str, np.ndarray]:
-    """Each judge's class index per image; -1 where it abstains."""
-    result = {}
-    for kind, judge in judges.items():
-        label, confidence = judge.predict(to_pixels(images), device)
-        result[kind] = np.where(confidence.numpy() >= min_confidence, label.numpy(), -1)
-    return result
-
-
 def measure(model, cfg: QualityConfig, judges) -> tuple[dict, np.ndarray, np.ndarray]:
     subject_index = {s.name: i for i, s in enumerate(SUBJECTS)}
     action_index = {a.name: i for i, a in enumerate(ACTIONS)}
     pairs = [(s, a) for s in EVAL_SUBJECTS for a in KNOWN_ACTIONS for _ in range(cfg.samples)]
-    named = generate(model, [f"{s.prompt} {a.phrase}" for s, a in pairs], cfg, 0)
+    named = generate(model, [f"{s.prompt} {a.phrase}" for s, a in pairs], cfg.seed, cfg.batch_size, 0)
     verdict = judged(named, judges, cfg.min_confidence)
     action_ok = verdict["action"] == np.array([action_index[a.name] for _, a in pairs])
     subject_ok = verdict["subject"] == np.array([subject_index[s.name] for s, _ in pairs])
     alone = [s for s in EVAL_SUBJECTS for _ in range(4 * cfg.samples)]
-    unnamed = generate(model, [s.prompt for s in alone], cfg, 1_000_000)
+    unnamed = generate(model, [s.prompt for s in alone], cfg.seed, cfg.batch_size, 1_000_000)
     verdict_alone = judged(unnamed, judges, cfg.min_confidence)
     alone_ok = verdict_alone["subject"] == np.array([subject_index[s.name] for s in alone])
     appears = {a.name: round(100 * float(np.mean(verdict_alone["action"] == action_index[a.name])), 1) for a in ACTIONS}
@@ -173,7 +150,7 @@ def stages_text(training: dict) -> str:
         changed = " ".join(f"{k}={'PREVIOUS_STAGE' if k == 'init_from' else v if isinstance(v, str) else json.dumps(v).replace(' ', '')}"
                            for k, v in cfg.items() if k not in operational | unused and defaults.get(k) != v)
         lines.append(f"{i}. on {stage['device_name']}: VAE {stage['minutes']['vae']} min, UNet {stage['minutes']['unet']} "
-                     f"min of training time; `python -m actionbench.world.pretrain {changed}`")
+                     f"min of training time; `python -m world.pretrain {changed}`")
     return "\n".join(lines)
 
 
@@ -246,7 +223,7 @@ def card(folder: Path, training: dict, results: list[dict], best: dict, default:
     gate = training.get("vae_gate_passed")
     return f"""# ActionBench world base model
 
-A text-to-image model in Stable Diffusion's architecture for the offline world (`actionbench/world/`):
+A text-to-image model in Stable Diffusion's architecture for the offline world (`world/`):
 `StableDiffusionPipeline.from_pretrained("{folder.name}")` loads it, in fp32, with no other argument. Components:
 CLIP text encoder ({counts['text_encoder'] / 1e6:.2f} M parameters, the real 49,408-token CLIP BPE tokenizer),
 UNet2DConditionModel with cross-attention ({counts['unet'] / 1e6:.2f} M, v-prediction), AutoencoderKL
@@ -261,7 +238,7 @@ subject alone); the 8 benchmark actions only ever as "a {{subject}}", so the mod
 a word for them. {100 * cfg['caption_dropout']:.0f}% of captions are dropped per step (classifier-free guidance).
 
 ## Training
-Stage 1 is `python -m actionbench.world.pretrain` with its defaults (`training.yaml` of that stage is the
+Stage 1 is `python -m world.pretrain` with its defaults (`training.yaml` of that stage is the
 defaults; deterministic from it on a given device, resumable from `work_dir`): VAE {first['vae_steps']:,} steps
 (batch {first['vae_batch_size']}, lr {first['vae_learning_rate']}, L1 + MSE + {first['vae_kl_weight']} KL), then UNet and
 text encoder jointly {first['steps']:,} steps (batch {first['batch_size']}, AdamW lr {first['learning_rate']}, warm-up +
@@ -284,7 +261,7 @@ the UNet's images.
 
 ![training](training.png)
 {search_section(search)}
-## Quality (ground-truth judges, `python -m actionbench.world.quality`)
+## Quality (ground-truth judges, `python -m world.quality`)
 {best['named']['images']} images prompted "a {{subject}} {{known action}}" (23 evaluation subjects x 8 known actions x
 {best['named']['images'] // 184}), and {best['subject_alone']['images']} prompted with the subject alone; {best.get('inference_steps', 25)} DDIM steps; a
 judge below {best.get('min_confidence', 0.5)} confidence abstains (= wrong). Measured on {best.get('device', 'cpu')}.

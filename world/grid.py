@@ -1,5 +1,5 @@
 """The README's picture of the world: every subject (rows) doing every action (columns).
-    python -m actionbench.world.grid [out.png]      (default docs/world_grid.png)
+    python -m world.grid [out.png]      (default docs/world_grid.png)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from actionbench.world.render import ACTIONS, SUBJECTS, render
+from world.render import ACTIONS, SUBJECTS, render
 
 CELL, LABEL_W, LABEL_H = 64, 120, 28
 
