@@ -3,8 +3,8 @@
     python -m actionbench.leaderboard [results_dir=results] [bootstrap=1000]
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
-tells, with bootstrap 95% intervals over images, and over training seeds where a row has several, whose
-spread it gives; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
+tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
+within runs (eval/bootstrap.py), and the spread of per-seed Totals where a row has several seeds; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
 leaderboard_per_category.csv (Subject / Total / Leak per subject category), LEADERBOARD.md, plots/ (whatever
 else lies there is removed: boards gone) and report.html into results_dir; boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
@@ -31,6 +31,7 @@ from actionbench.files import write_atomic
 from actionbench.records import RECORD_FILE, work_digest
 from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
+from eval import bootstrap
 from eval.aggregate import SIMILARITIES, agreement
 from eval.rank import published
 
@@ -81,23 +82,12 @@ def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CON
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), skipped
 
 
-def _interval(correct: np.ndarray, rng: np.random.Generator, resamples: int,
-              seeds: np.ndarray | None = None) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean. Over images; where the images come from several training
-    seeds, over seeds and then images within each, since a method's luck with its seed is part of its spread."""
-    groups = [correct] if seeds is None else [correct[seeds == s] for s in np.unique(seeds)]
-    if len(groups) == 1:
-        draws = correct[rng.integers(len(correct), size=(resamples, len(correct)))].mean(axis=1)
-    else:
-        picks = rng.integers(len(groups), size=(resamples, len(groups)))  # seeds, drawn with replacement
-        sums, counts = np.zeros(resamples), np.zeros(resamples)
-        for position in range(len(groups)):  # a seed drawn twice gets two independent draws of its images
-            for j, values in enumerate(groups):
-                chosen = picks[:, position] == j
-                sums[chosen] += values[rng.integers(len(values), size=(chosen.sum(), len(values)))].sum(axis=1)
-                counts[chosen] += len(values)
-        draws = sums / counts
-    low, high = np.percentile(draws, [2.5, 97.5])
+def _interval(values: np.ndarray, rows: pd.DataFrame, resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95% interval, in %, of the mean of one figure's per-image `values`, whose runs and actions `rows` (the
+    per-image rows) give: runs (action x seed) resampled within each action, then images within runs
+    (eval/bootstrap.py), since a run's luck with its seed is part of a method's spread."""
+    low, high = bootstrap.interval(values, rows["run_action"].astype(str) + "/" + rows["run_seed"].astype(str),
+                                   rows["run_action"].astype(str), resamples, rng)
     return 100 * low, 100 * high
 
 
@@ -119,7 +109,7 @@ def with_human(images: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     return images.merge(verdicts, on=["run_digest", "file"], how="left")
 
 
-def _human(images: pd.DataFrame, rng: np.random.Generator, resamples: int) -> dict:
+def _human(images: pd.DataFrame, resamples: int, seed: int, identity: tuple) -> dict:
     """People's figures over the images they judged, with 95% intervals, and the automated verdicts'
     agreement with theirs there (percent, Cohen's kappa). Images nobody judged are left out, not counted wrong."""
     judged = images[images["human.action_correct"].notna()]
@@ -130,7 +120,8 @@ def _human(images: pd.DataFrame, rng: np.random.Generator, resamples: int) -> di
     row = {"Human_images": len(judged)}
     for name, values in zip(HUMAN, (action, subject, action * subject)):
         row[name] = 100 * values.mean()
-        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples, judged["run_seed"].to_numpy())
+        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, judged, resamples,
+                                                            bootstrap.row_rng(seed, *identity, "people", name))
     for name, people in (("Action", action), ("Subject", subject)):
         row[f"Agree_{name}"], row[f"Kappa_{name}"] = agreement(judged[f"{name.lower()}_correct"].astype(bool).tolist(),
                                                                people.astype(bool).tolist())
@@ -141,9 +132,6 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
     """Per group (`by`: record keys): image count, Action / Subject / Total and Leak (where the scorer tells)
     in % with 95% intervals, the seed count and spread of Total, the CLIP-proxy figures where the records
     have them, and people's figures where `images` has them (human.*)."""
-    rng = np.random.default_rng(seed)
-    human_rng = np.random.default_rng([seed, 1])  # people's votes never shift the automated intervals
-
     def column(name: str) -> pd.Series:  # floats 0/1 (or a similarity); NaN where a record lacks it
         return images[name].astype(float) if name in images else pd.Series(np.nan, index=images.index)
 
@@ -163,10 +151,12 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
             values = part[name].to_numpy()
             row[name] = np.nan if np.isnan(values).any() else (values.mean() if name in SIMILARITIES else 100 * values.mean())
             if name in INTERVALS and not np.isnan(row[name]):
-                row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples, seeds)
+                # each row's and figure's own generator: other rows (people's columns, too) never move it
+                row[f"{name}_low"], row[f"{name}_high"] = _interval(values, images.loc[part.index], resamples,
+                                                                    bootstrap.row_rng(seed, *group, name))
         row |= _seed_spread(part["Total"].to_numpy(), seeds)
         if "human.action_correct" in images:
-            row |= _human(images.loc[part.index], human_rng, resamples)
+            row |= _human(images.loc[part.index], resamples, seed, group)
         rows.append(row)
     return pd.DataFrame(rows).round(3)
 
@@ -216,7 +206,8 @@ def markdown(board: pd.DataFrame) -> str:
     """One table per benchmark x model (the ADI paper's published rows beside the real ActionBench's), and
     one of people's verdicts where there are any; the best Action / Subject / Total of each in bold."""
     parts = ["# Leaderboard\n", "Action / Subject / Total: % of images judged right, mean over all images of all "
-             "actions, [95% bootstrap interval over images, and over training seeds where a row has several]; "
+             "actions, [95% bootstrap interval: runs (action x seed) resampled within each action, then images "
+             "within runs]; "
              "Leak: % of images whose subject the world's subject judge reads as one of the exemplars' subjects "
              "(the exemplars' look copied; empty where the scorer cannot tell); Total per seed: the lowest and "
              "highest per-seed Total (sd); CLIP_*: the same verdicts from the CLIP proxy; "
@@ -326,8 +317,8 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
             "padding:2px 6px}.wide{overflow-x:auto;max-width:100%}figure{display:inline-block;margin:1em}"
             "img{max-width:100%}</style></head><body>"
             "<h1>ActionBench leaderboard</h1><p>Action / Subject / Total: % of images judged right over all images of "
-            "all actions, with 95% bootstrap intervals (_low, _high) over images, and over training seeds where a row "
-            "has several (seeds; Total_seed_min / _max / _sd: the spread of per-seed Totals). Leak: % of images whose "
+            "all actions, with 95% bootstrap intervals (_low, _high): runs (action x seed) resampled within each action, "
+            "then images within runs (Total_seed_min / _max / _sd: the spread of per-seed Totals, where a row has several seeds). Leak: % of images whose "
             "subject the world's subject judge reads as one of the exemplars' subjects (empty where the scorer cannot "
             "tell). Each action's grid starts with its exemplars. Generated by "
             f"<code>python -m actionbench.leaderboard</code>.</p>{people}{''.join(sections)}{figures}</body></html>\n")
