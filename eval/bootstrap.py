@@ -50,11 +50,12 @@ def _stratum(runs: list[np.ndarray], resamples: int, rng: np.random.Generator) -
     Two stages: runs with replacement, then each drawn run's images with replacement (a run drawn twice gets
     two draws of its images). Plain two-stage resampling gets the spread wrong with few runs: it keeps only
     (S-1)/S of the between-run variance and counts the image noise twice (once inside the run means' spread,
-    once in stage two). So the run means' deviations from the stratum's mean are scaled by one factor and the
-    image noise by another, chosen so that the resampled mean's variance is the unbiased estimate s^2/S (s^2:
-    the variance of the run means, which holds both the runs' and their images' noise; S: runs), on S - 1
-    degrees of freedom (after Davison and Hinkley 1997, sec. 3.8, two-stage resampling). One run: its images
-    alone, the only spread it shows.
+    once in stage two). So the run means' deviations from the stratum's mean are first scaled by a factor c,
+    chosen so that the resampled mean's variance is the unbiased estimate s^2/S (s^2: the variance of the run
+    means, which holds both the runs' and their images' noise; S: runs), on S - 1 degrees of freedom; where
+    the runs agree better than their images' noise w predicts (s^2 < w, chance with few runs), c = 0 and the
+    image noise w/S alone remains, never less (after Davison and Hinkley 1997, sec. 3.8, two-stage
+    resampling). One run: its images alone, the only spread it shows.
     """
     sizes = np.array([len(r) for r in runs], dtype=float)
     means = np.array([r.mean() for r in runs])
@@ -64,13 +65,12 @@ def _stratum(runs: list[np.ndarray], resamples: int, rng: np.random.Generator) -
     if count == 1:
         return _resampled_means(runs, np.zeros((1, resamples), dtype=int), rng)[0], within, max(sizes[0] - 1, 1.0)
     spread = float(means.var(ddof=1))
-    # between-run part: c^2 (S-1)/S s^2 = max(s^2 - w, 0); image part: w, or s^2 where s^2 < w
-    between = np.sqrt(max(spread - within, 0.0) * count / ((count - 1) * spread)) if spread > 0 else 0.0
-    images = np.sqrt(min(1.0, spread / within)) if within > 0 else 0.0
+    scale = np.sqrt(max(spread - within, 0.0) * count / ((count - 1) * spread)) if spread > 0 else 0.0
     picks = rng.integers(count, size=(count, resamples))  # position, resample
-    drawn = centre + between * (means[picks] - centre) + images * (_resampled_means(runs, picks, rng) - means[picks])
+    drawn = centre + scale * (means[picks] - centre) + _resampled_means(runs, picks, rng) - means[picks]
     weights = sizes[picks]
-    return (drawn * weights).sum(axis=0) / weights.sum(axis=0), spread / count, count - 1.0
+    variance, freedom = (spread, count - 1.0) if spread > within else (within, max(sizes.sum() - count, 1.0))
+    return (drawn * weights).sum(axis=0) / weights.sum(axis=0), variance / count, freedom
 
 
 def interval(values, runs, strata, resamples: int, rng: np.random.Generator, level: float = LEVEL) -> tuple[float, float]:
