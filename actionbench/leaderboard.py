@@ -5,7 +5,8 @@
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
 tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
 within runs (eval/bootstrap.py), and the spread of per-seed Totals where a row has several seeds; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
-leaderboard_per_category.csv (Subject / Total / Leak per subject category), LEADERBOARD.md, plots/ (whatever
+leaderboard_per_category.csv (Subject / Total / Leak per subject category), leaderboard_paired.csv (each
+method against sd on the same images, eval/paired.py), LEADERBOARD.md, plots/ (whatever
 else lies there is removed: boards gone) and report.html into results_dir; boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
 (human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
@@ -31,7 +32,7 @@ from actionbench.files import write_atomic
 from actionbench.records import RECORD_FILE, work_digest
 from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
-from eval import bootstrap
+from eval import bootstrap, paired
 from eval.aggregate import SIMILARITIES, agreement
 from eval.rank import published
 
@@ -324,6 +325,12 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
             f"<code>python -m actionbench.leaderboard</code>.</p>{people}{''.join(sections)}{figures}</body></html>\n")
 
 
+PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-only baseline) on the same images "
+                "(same action, seed, subject, sample: the same initial noise), in points, [95% bootstrap interval: the "
+                "paired runs resampled within each action, then the paired images]; `python -m eval.paired` prints "
+                "these and any other pair (`pairs=[twinact:adi]`, `actions=[salute]`).\n\n")
+
+
 def main(argv: list[str]) -> None:
     cfg = OmegaConf.merge({"results_dir": "results", "bootstrap": 1000}, OmegaConf.from_cli(argv))
     out = Path(cfg.results_dir)
@@ -336,12 +343,15 @@ def main(argv: list[str]) -> None:
     write_atomic(out / "leaderboard_per_action.csv", per_action.to_csv(index=False).encode())
     categories = per_category(images, cfg.bootstrap)
     write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
-    write_atomic(out / "LEADERBOARD.md", markdown(board).encode())
+    comparisons = paired.comparisons(images, resamples=cfg.bootstrap)
+    write_atomic(out / "leaderboard_paired.csv", comparisons.to_csv(index=False).encode())
+    page = markdown(board) + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else "")
+    write_atomic(out / "LEADERBOARD.md", page.encode())
     made = pictures(images, board, per_action, out)
     write_atomic(out / "report.html", html(board, categories, made, out).encode())
-    print(markdown(board))
+    print(page)
     print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard_per_action.csv'}, "
-          f"{out / 'leaderboard_per_category.csv'}, {out / 'LEADERBOARD.md'}, "
+          f"{out / 'leaderboard_per_category.csv'}, {out / 'leaderboard_paired.csv'}, {out / 'LEADERBOARD.md'}, "
           f"{out / 'report.html'} and {len(made)} pictures under {out / 'plots'}")
 
 
