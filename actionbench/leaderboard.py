@@ -33,7 +33,7 @@ from actionbench.records import RECORD_FILE, work_digest
 from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
 from eval import bootstrap, paired
-from eval.aggregate import SIMILARITIES, agreement
+from eval.aggregate import SIMILARITIES, agreement, fleiss_kappa
 from eval.rank import published
 
 KEYS = ["benchmark", "model", "method"]
@@ -42,6 +42,7 @@ CONTROL = "synthetic_control"  # the world's positive control (results_dir=resul
 CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
+RATERS = ("Fleiss_Action", "Fleiss_Subject")  # how far people agree among themselves
 INTERVALS = ("Action", "Subject", "Total", "Leak")  # the figures given with 95% intervals
 
 
@@ -111,21 +112,27 @@ def with_human(images: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
 
 
 def _human(images: pd.DataFrame, resamples: int, seed: int, identity: tuple) -> dict:
-    """People's figures over the images they judged, with 95% intervals, and the automated verdicts'
-    agreement with theirs there (percent, Cohen's kappa). Images nobody judged are left out, not counted wrong."""
-    judged = images[images["human.action_correct"].notna()]
+    """People's figures over the images they judged, with 95% intervals: each image counts the share of its
+    raters who said yes (the mean of their votes: a 1-1 tie counts a half, not a no); how far the raters
+    agree among themselves (Fleiss' kappa over the images judged by two or more); and the automated
+    verdicts' agreement with people's majority (percent, Cohen's kappa) on the images with a majority (ties
+    left out). Images nobody judged are left out, not counted wrong."""
+    judged = images[images["human.raters"].notna()]
     if judged.empty:
         return {"Human_images": 0}
-    action = judged["human.action_correct"].astype(float).to_numpy()
-    subject = judged["human.subject_correct"].astype(float).to_numpy()
+    raters = judged["human.raters"].to_numpy(dtype=float)
     row = {"Human_images": len(judged)}
-    for name, values in zip(HUMAN, (action, subject, action * subject)):
+    for name, question in zip(HUMAN, ("action", "subject", "total")):
+        values = judged[f"human.{question}_yes"].to_numpy(dtype=float) / raters
         row[name] = 100 * values.mean()
         row[f"{name}_low"], row[f"{name}_high"] = _interval(values, judged, resamples,
                                                             bootstrap.row_rng(seed, *identity, "people", name))
-    for name, people in (("Action", action), ("Subject", subject)):
-        row[f"Agree_{name}"], row[f"Kappa_{name}"] = agreement(judged[f"{name.lower()}_correct"].astype(bool).tolist(),
-                                                               people.astype(bool).tolist())
+    for name in ("Action", "Subject"):
+        row[f"Fleiss_{name}"] = fleiss_kappa(judged[f"human.{name.lower()}_yes"].to_numpy(), raters)
+        decided = judged[judged[f"human.{name.lower()}_correct"].notna()]
+        row[f"Agree_{name}"], row[f"Kappa_{name}"] = (agreement(decided[f"{name.lower()}_correct"].astype(bool).tolist(),
+                                                                decided[f"human.{name.lower()}_correct"].astype(bool).tolist())
+                                                      if len(decided) else (np.nan, np.nan))
     return row
 
 
@@ -156,7 +163,7 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
                 row[f"{name}_low"], row[f"{name}_high"] = _interval(values, images.loc[part.index], resamples,
                                                                     bootstrap.row_rng(seed, *group, name))
         row |= _seed_spread(part["Total"].to_numpy(), seeds)
-        if "human.action_correct" in images:
+        if "human.raters" in images:
             row |= _human(images.loc[part.index], resamples, seed, group)
         rows.append(row)
     return pd.DataFrame(rows).round(3)
@@ -179,7 +186,7 @@ def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list
     for _, row in part.sort_values(by, ascending=False).iterrows():
         cells = []
         for c in columns:
-            text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES or c.startswith('Kappa') else 2}f}"
+            text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES or c.startswith(('Kappa', 'Fleiss')) else 2}f}"
             text += f" [{row[c + '_low']:.1f}, {row[c + '_high']:.1f}]" if f"{c}_low" in row and pd.notna(row[c]) else ""
             cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
         lines.append(f"| {row['method']} | " + " | ".join([str(row[c]) for c in counts] + cells) + " |")
@@ -215,11 +222,13 @@ def markdown(board: pd.DataFrame) -> str:
              "cosines: mean CLIP image-exemplar and image-subject-text similarity. Generated by "
              "`python -m actionbench.leaderboard`.\n"]
     if "Human_images" in board and board.Human_images.gt(0).any():
-        parts.append("People: Human_Action / Human_Subject / Human_Total: % of the images people judged "
-                     "(`python -m actionbench.judge`) that the majority of their raters found right, a tie counting "
-                     "as not right, [95% bootstrap interval]; images nobody judged are left out. Agree_* / Kappa_*: "
-                     "how often the automated verdicts above match people's on those images, in % and as Cohen's "
-                     "kappa (1: always, 0: no better than chance).\n")
+        parts.append("People: Human_Action / Human_Subject / Human_Total: over the images people judged "
+                     "(`python -m actionbench.judge`), the mean of their votes, % (each image counts the share of its "
+                     "raters who said yes: a 1-1 tie counts a half), [95% bootstrap interval]; images nobody judged are "
+                     "left out. Fleiss_*: Fleiss' kappa, how far the raters agree among themselves on the images two or "
+                     "more judged (1: always, 0: no better than chance). Agree_* / Kappa_*: how often the automated "
+                     "verdicts above match people's majority on those images (ties left out), in % and as Cohen's "
+                     "kappa.\n")
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         parts.append(f"## {benchmark} / {model}\n")
         part = _seed_cells(part)
@@ -233,7 +242,7 @@ def markdown(board: pd.DataFrame) -> str:
             parts.append(_table(_reference(), [], ["Action", "Subject", "Total"], []))
         if "Human_images" in part and part.Human_images.gt(0).any():
             parts.append(f"### People's verdicts, {benchmark} / {model}\n")
-            parts.append(_table(part, ["Human_images"], [*HUMAN, *AGREEMENT], list(HUMAN), "Human_Total"))
+            parts.append(_table(part, ["Human_images"], [*HUMAN, *RATERS, *AGREEMENT], list(HUMAN), "Human_Total"))
     return "\n".join(parts)
 
 
@@ -307,9 +316,10 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
             figures = [c for c in ("Subject", "Total", "Leak") if mine[c].notna().any()]
             wide = mine.pivot(index="method", columns="category", values=figures).swaplevel(axis=1).sort_index(axis=1)
             sections.append(f"<h3>{benchmark} / {model}: Subject / Total / Leak per subject category (%)</h3>" + box(wide))
-    people = ("<p>Human_Action / Human_Subject / Human_Total: % of the images people judged (majority of raters, a "
-              "tie counting as not right) with 95% intervals, over Human_images images; Agree_* and Kappa_*: the "
-              "automated verdicts' agreement with people's on those images (%, Cohen's kappa).</p>"
+    people = ("<p>Human_Action / Human_Subject / Human_Total: the mean of people's votes over the Human_images images "
+              "they judged, % (each image counts the share of its raters who said yes: a 1-1 tie counts a half), with "
+              "95% intervals; Fleiss_*: Fleiss' kappa among the raters; Agree_* and Kappa_*: the automated verdicts' "
+              "agreement with people's majority on those images, ties left out (%, Cohen's kappa).</p>"
               if "Human_images" in board else "")
     figures = "".join(f'<figure><img src="{path.relative_to(out).as_posix()}" alt="{caption}"><figcaption>{caption}'
                       "</figcaption></figure>" for caption, path in made)
