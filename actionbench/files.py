@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
+
+
+def _create_temporary(folder: Path, name: str) -> tuple[int, Path]:
+    """A new file beside the target under a name no one else holds, opened for writing. Created with mode
+    0o666 as `open()` creates files, so the kernel applies the umask: the usual mode, with no need to read
+    the umask (os.umask can only be read by setting it, process-wide, which races with other threads)."""
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, then rename over the target (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give them the usual mode
+    fd, tmp = _create_temporary(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -33,8 +42,11 @@ def write_json(path: Path, obj) -> None:
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
-    """Put a finished folder `tmp` in place of `out`: the old one is moved aside first, never half-overwritten."""
+    """Put a finished folder `tmp` in place of `out`: the old one is moved aside first, never half-overwritten.
+    A `.old` folder already there is a leftover of a process killed between the renames (`tmp` is finished,
+    so it is never the only copy worth keeping): removed first, since a folder cannot be renamed onto it."""
     old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.replace(old)
     tmp.replace(out)

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import hydra
+import pandas as pd
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from omegaconf import DictConfig
 from PIL import Image
@@ -66,12 +67,25 @@ def image_key(digest: str, file: str) -> str:
 
 
 def check_rater(rater) -> str:
-    """A rater's name as stored: non-empty text without control characters, at most 64 characters."""
+    """A rater's name as stored: non-empty text without control characters, at most 64 characters, in lower
+    case, so that "Alice" coming back as "alice" continues her own study rather than starting another's."""
     name = str(rater).strip() if isinstance(rater, (str, int)) and not isinstance(rater, bool) else ""
     if not name or len(name) > 64 or not name.isprintable():
         raise UserError(f"rater={rater!r}: a rater is required, a name of 1 to 64 printable characters under which "
                         "the answers are stored, e.g. rater=alice")
-    return name
+    return name.lower()
+
+
+def sample(images: pd.DataFrame, per_stratum: int, seed: int) -> pd.DataFrame:
+    """`per_stratum` images of each benchmark x model x method x action: those whose key, a hash of (seed,
+    stratum, image), is smallest. Each image's key is its own, so a stratum's sample never depends on what
+    else is under results_dir: adding one method's runs leaves every other method's images as they were, and
+    a rater who comes back finds the study they left."""
+    strata = [f"run_{k}" for k in RUN_KEYS]
+    stratum = images[strata].astype(str).agg("/".join, axis=1)
+    keys = [sha256(f"{seed}/{where}/{digest}/{file}".encode()).hexdigest()
+            for where, digest, file in zip(stratum, images.run_digest, images.file)]
+    return images.assign(_key=keys).sort_values("_key").groupby(strata).head(per_stratum).drop(columns="_key")
 
 
 def load_study(results_dir: Path, per_method_action: int | None = None, seed: int = 0) -> Study:
@@ -84,8 +98,7 @@ def load_study(results_dir: Path, per_method_action: int | None = None, seed: in
         raise UserError(f"no complete records under {results_dir}: nothing to judge (run `python -m actionbench.run` "
                         "first, or point results_dir= at the folder holding the runs)")
     if per_method_action is not None:
-        strata = [f"run_{k}" for k in RUN_KEYS]
-        images = images.groupby(strata).sample(frac=1, random_state=seed).groupby(strata).head(per_method_action)
+        images = sample(images, per_method_action, seed)
     images = images.drop_duplicates(["run_digest", "file"])  # the same images in two folders are judged once
     tasks, exemplars, items = {}, [], []
     for run_dir, rows in images.groupby("run_dir", sort=True):
@@ -117,6 +130,7 @@ def make_app(study: Study) -> Flask:
     """The judging page and its JSON API; every answer is committed before the response that shows the next image."""
     app = Flask(__name__, static_folder=str(PAGE), static_url_path="/page")
     by_key = {item.key: item for item in study.items}
+    mine = {(item.digest, item.file) for item in study.items}
 
     @lru_cache(maxsize=256)
     def order(rater: str) -> tuple[Item, ...]:
@@ -126,7 +140,7 @@ def make_app(study: Study) -> Flask:
         return tuple(items)
 
     def state(db, rater: str) -> dict:
-        done = judged(db, rater)
+        done = judged(db, rater) & mine  # answers to images outside this study (another sample) are not progress
         pending = [item for item in order(rater) if (item.digest, item.file) not in done]
         image = pending[0] if pending else None
         return {"rater": rater, "judged": len(study.items) - len(pending), "total": len(study.items), "can_undo": bool(done),
@@ -180,7 +194,7 @@ def make_app(study: Study) -> Flask:
     def undo_last():
         rater = rater_of(body().get("rater"))
         with closing(connect(study.database)) as db:
-            undo(db, rater)
+            undo(db, rater, within=mine)
             return jsonify(state(db, rater))
 
     @app.get("/image/<key>")
@@ -206,8 +220,20 @@ def export(results_dir: Path, out: Path) -> int:
     if not images.empty:
         runs = images.drop_duplicates(["run_digest", "file"])[["run_digest", "file", *(f"run_{k}" for k in RUN_KEYS), "subject", "run_dir"]]
         votes = votes.merge(runs.rename(columns={"run_digest": "digest"}), on=["digest", "file"], how="left")
-    write_atomic(out, votes.to_csv(index=False).encode())
+    write_atomic(out, inert(votes).to_csv(index=False).encode())
     return len(votes)
+
+
+FORMULA = ("=", "+", "-", "@")  # a cell beginning so is a formula to a spreadsheet (rater names are free text)
+
+
+def inert(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell that begins with =, +, - or @ prefixed by a quote, as spreadsheets
+    read it: shown as the text it is, never run as a formula (CSV formula injection). Numbers stay numbers."""
+    def cell(value):
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA) else value
+
+    return table.apply(lambda column: column if pd.api.types.is_numeric_dtype(column) else column.map(cell))
 
 
 def serve(cfg: DictConfig) -> None:

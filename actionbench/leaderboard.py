@@ -3,9 +3,10 @@
     python -m actionbench.leaderboard [results_dir=results] [bootstrap=1000]
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
-tells, with bootstrap 95% intervals over images, and over training seeds where a row has several, whose
-spread it gives; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
-leaderboard_per_category.csv (Subject / Total / Leak per subject category), LEADERBOARD.md, plots/ (whatever
+tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
+within runs (eval/bootstrap.py), and the spread of per-seed Totals where a row has several seeds; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
+leaderboard_per_category.csv (Subject / Total / Leak per subject category), leaderboard_paired.csv (each
+method against sd on the same images, eval/paired.py), LEADERBOARD.md, plots/ (whatever
 else lies there is removed: boards gone) and report.html into results_dir; boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
 (human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
@@ -31,7 +32,8 @@ from actionbench.files import write_atomic
 from actionbench.records import RECORD_FILE, work_digest
 from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
-from eval.aggregate import SIMILARITIES, agreement
+from eval import bootstrap, paired
+from eval.aggregate import SIMILARITIES, agreement, fleiss_kappa
 from eval.rank import published
 
 KEYS = ["benchmark", "model", "method"]
@@ -40,6 +42,7 @@ CONTROL = "synthetic_control"  # the world's positive control (results_dir=resul
 CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
+RATERS = ("Fleiss_Action", "Fleiss_Subject")  # how far people agree among themselves
 INTERVALS = ("Action", "Subject", "Total", "Leak")  # the figures given with 95% intervals
 
 
@@ -81,23 +84,12 @@ def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CON
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), skipped
 
 
-def _interval(correct: np.ndarray, rng: np.random.Generator, resamples: int,
-              seeds: np.ndarray | None = None) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean. Over images; where the images come from several training
-    seeds, over seeds and then images within each, since a method's luck with its seed is part of its spread."""
-    groups = [correct] if seeds is None else [correct[seeds == s] for s in np.unique(seeds)]
-    if len(groups) == 1:
-        draws = correct[rng.integers(len(correct), size=(resamples, len(correct)))].mean(axis=1)
-    else:
-        picks = rng.integers(len(groups), size=(resamples, len(groups)))  # seeds, drawn with replacement
-        sums, counts = np.zeros(resamples), np.zeros(resamples)
-        for position in range(len(groups)):  # a seed drawn twice gets two independent draws of its images
-            for j, values in enumerate(groups):
-                chosen = picks[:, position] == j
-                sums[chosen] += values[rng.integers(len(values), size=(chosen.sum(), len(values)))].sum(axis=1)
-                counts[chosen] += len(values)
-        draws = sums / counts
-    low, high = np.percentile(draws, [2.5, 97.5])
+def _interval(values: np.ndarray, rows: pd.DataFrame, resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95% interval, in %, of the mean of one figure's per-image `values`, whose runs and actions `rows` (the
+    per-image rows) give: runs (action x seed) resampled within each action, then images within runs
+    (eval/bootstrap.py), since a run's luck with its seed is part of a method's spread."""
+    low, high = bootstrap.interval(values, rows["run_action"].astype(str) + "/" + rows["run_seed"].astype(str),
+                                   rows["run_action"].astype(str), resamples, rng)
     return 100 * low, 100 * high
 
 
@@ -119,21 +111,28 @@ def with_human(images: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     return images.merge(verdicts, on=["run_digest", "file"], how="left")
 
 
-def _human(images: pd.DataFrame, rng: np.random.Generator, resamples: int) -> dict:
-    """People's figures over the images they judged, with 95% intervals, and the automated verdicts'
-    agreement with theirs there (percent, Cohen's kappa). Images nobody judged are left out, not counted wrong."""
-    judged = images[images["human.action_correct"].notna()]
+def _human(images: pd.DataFrame, resamples: int, seed: int, identity: tuple) -> dict:
+    """People's figures over the images they judged, with 95% intervals: each image counts the share of its
+    raters who said yes (the mean of their votes: a 1-1 tie counts a half, not a no); how far the raters
+    agree among themselves (Fleiss' kappa over the images judged by two or more); and the automated
+    verdicts' agreement with people's majority (percent, Cohen's kappa) on the images with a majority (ties
+    left out). Images nobody judged are left out, not counted wrong."""
+    judged = images[images["human.raters"].notna()]
     if judged.empty:
         return {"Human_images": 0}
-    action = judged["human.action_correct"].astype(float).to_numpy()
-    subject = judged["human.subject_correct"].astype(float).to_numpy()
+    raters = judged["human.raters"].to_numpy(dtype=float)
     row = {"Human_images": len(judged)}
-    for name, values in zip(HUMAN, (action, subject, action * subject)):
+    for name, question in zip(HUMAN, ("action", "subject", "total")):
+        values = judged[f"human.{question}_yes"].to_numpy(dtype=float) / raters
         row[name] = 100 * values.mean()
-        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples, judged["run_seed"].to_numpy())
-    for name, people in (("Action", action), ("Subject", subject)):
-        row[f"Agree_{name}"], row[f"Kappa_{name}"] = agreement(judged[f"{name.lower()}_correct"].astype(bool).tolist(),
-                                                               people.astype(bool).tolist())
+        row[f"{name}_low"], row[f"{name}_high"] = _interval(values, judged, resamples,
+                                                            bootstrap.row_rng(seed, *identity, "people", name))
+    for name in ("Action", "Subject"):
+        row[f"Fleiss_{name}"] = fleiss_kappa(judged[f"human.{name.lower()}_yes"].to_numpy(), raters)
+        decided = judged[judged[f"human.{name.lower()}_correct"].notna()]
+        row[f"Agree_{name}"], row[f"Kappa_{name}"] = (agreement(decided[f"{name.lower()}_correct"].astype(bool).tolist(),
+                                                                decided[f"human.{name.lower()}_correct"].astype(bool).tolist())
+                                                      if len(decided) else (np.nan, np.nan))
     return row
 
 
@@ -141,9 +140,6 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
     """Per group (`by`: record keys): image count, Action / Subject / Total and Leak (where the scorer tells)
     in % with 95% intervals, the seed count and spread of Total, the CLIP-proxy figures where the records
     have them, and people's figures where `images` has them (human.*)."""
-    rng = np.random.default_rng(seed)
-    human_rng = np.random.default_rng([seed, 1])  # people's votes never shift the automated intervals
-
     def column(name: str) -> pd.Series:  # floats 0/1 (or a similarity); NaN where a record lacks it
         return images[name].astype(float) if name in images else pd.Series(np.nan, index=images.index)
 
@@ -163,10 +159,12 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
             values = part[name].to_numpy()
             row[name] = np.nan if np.isnan(values).any() else (values.mean() if name in SIMILARITIES else 100 * values.mean())
             if name in INTERVALS and not np.isnan(row[name]):
-                row[f"{name}_low"], row[f"{name}_high"] = _interval(values, rng, resamples, seeds)
+                # each row's and figure's own generator: other rows (people's columns, too) never move it
+                row[f"{name}_low"], row[f"{name}_high"] = _interval(values, images.loc[part.index], resamples,
+                                                                    bootstrap.row_rng(seed, *group, name))
         row |= _seed_spread(part["Total"].to_numpy(), seeds)
-        if "human.action_correct" in images:
-            row |= _human(images.loc[part.index], human_rng, resamples)
+        if "human.raters" in images:
+            row |= _human(images.loc[part.index], resamples, seed, group)
         rows.append(row)
     return pd.DataFrame(rows).round(3)
 
@@ -188,7 +186,7 @@ def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list
     for _, row in part.sort_values(by, ascending=False).iterrows():
         cells = []
         for c in columns:
-            text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES or c.startswith('Kappa') else 2}f}"
+            text = "–" if pd.isna(row[c]) else f"{row[c]:.{3 if c in SIMILARITIES or c.startswith(('Kappa', 'Fleiss')) else 2}f}"
             text += f" [{row[c + '_low']:.1f}, {row[c + '_high']:.1f}]" if f"{c}_low" in row and pd.notna(row[c]) else ""
             cells.append(f"**{text}**" if c in best and row[c] == best[c] else text)
         lines.append(f"| {row['method']} | " + " | ".join([str(row[c]) for c in counts] + cells) + " |")
@@ -216,18 +214,21 @@ def markdown(board: pd.DataFrame) -> str:
     """One table per benchmark x model (the ADI paper's published rows beside the real ActionBench's), and
     one of people's verdicts where there are any; the best Action / Subject / Total of each in bold."""
     parts = ["# Leaderboard\n", "Action / Subject / Total: % of images judged right, mean over all images of all "
-             "actions, [95% bootstrap interval over images, and over training seeds where a row has several]; "
+             "actions, [95% bootstrap interval: runs (action x seed) resampled within each action, then images "
+             "within runs]; "
              "Leak: % of images whose subject the world's subject judge reads as one of the exemplars' subjects "
              "(the exemplars' look copied; empty where the scorer cannot tell); Total per seed: the lowest and "
              "highest per-seed Total (sd); CLIP_*: the same verdicts from the CLIP proxy; "
              "cosines: mean CLIP image-exemplar and image-subject-text similarity. Generated by "
              "`python -m actionbench.leaderboard`.\n"]
     if "Human_images" in board and board.Human_images.gt(0).any():
-        parts.append("People: Human_Action / Human_Subject / Human_Total: % of the images people judged "
-                     "(`python -m actionbench.judge`) that the majority of their raters found right, a tie counting "
-                     "as not right, [95% bootstrap interval]; images nobody judged are left out. Agree_* / Kappa_*: "
-                     "how often the automated verdicts above match people's on those images, in % and as Cohen's "
-                     "kappa (1: always, 0: no better than chance).\n")
+        parts.append("People: Human_Action / Human_Subject / Human_Total: over the images people judged "
+                     "(`python -m actionbench.judge`), the mean of their votes, % (each image counts the share of its "
+                     "raters who said yes: a 1-1 tie counts a half), [95% bootstrap interval]; images nobody judged are "
+                     "left out. Fleiss_*: Fleiss' kappa, how far the raters agree among themselves on the images two or "
+                     "more judged (1: always, 0: no better than chance). Agree_* / Kappa_*: how often the automated "
+                     "verdicts above match people's majority on those images (ties left out), in % and as Cohen's "
+                     "kappa.\n")
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         parts.append(f"## {benchmark} / {model}\n")
         part = _seed_cells(part)
@@ -241,7 +242,7 @@ def markdown(board: pd.DataFrame) -> str:
             parts.append(_table(_reference(), [], ["Action", "Subject", "Total"], []))
         if "Human_images" in part and part.Human_images.gt(0).any():
             parts.append(f"### People's verdicts, {benchmark} / {model}\n")
-            parts.append(_table(part, ["Human_images"], [*HUMAN, *AGREEMENT], list(HUMAN), "Human_Total"))
+            parts.append(_table(part, ["Human_images"], [*HUMAN, *RATERS, *AGREEMENT], list(HUMAN), "Human_Total"))
     return "\n".join(parts)
 
 
@@ -315,9 +316,10 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
             figures = [c for c in ("Subject", "Total", "Leak") if mine[c].notna().any()]
             wide = mine.pivot(index="method", columns="category", values=figures).swaplevel(axis=1).sort_index(axis=1)
             sections.append(f"<h3>{benchmark} / {model}: Subject / Total / Leak per subject category (%)</h3>" + box(wide))
-    people = ("<p>Human_Action / Human_Subject / Human_Total: % of the images people judged (majority of raters, a "
-              "tie counting as not right) with 95% intervals, over Human_images images; Agree_* and Kappa_*: the "
-              "automated verdicts' agreement with people's on those images (%, Cohen's kappa).</p>"
+    people = ("<p>Human_Action / Human_Subject / Human_Total: the mean of people's votes over the Human_images images "
+              "they judged, % (each image counts the share of its raters who said yes: a 1-1 tie counts a half), with "
+              "95% intervals; Fleiss_*: Fleiss' kappa among the raters; Agree_* and Kappa_*: the automated verdicts' "
+              "agreement with people's majority on those images, ties left out (%, Cohen's kappa).</p>"
               if "Human_images" in board else "")
     figures = "".join(f'<figure><img src="{path.relative_to(out).as_posix()}" alt="{caption}"><figcaption>{caption}'
                       "</figcaption></figure>" for caption, path in made)
@@ -326,11 +328,17 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
             "padding:2px 6px}.wide{overflow-x:auto;max-width:100%}figure{display:inline-block;margin:1em}"
             "img{max-width:100%}</style></head><body>"
             "<h1>ActionBench leaderboard</h1><p>Action / Subject / Total: % of images judged right over all images of "
-            "all actions, with 95% bootstrap intervals (_low, _high) over images, and over training seeds where a row "
-            "has several (seeds; Total_seed_min / _max / _sd: the spread of per-seed Totals). Leak: % of images whose "
+            "all actions, with 95% bootstrap intervals (_low, _high): runs (action x seed) resampled within each action, "
+            "then images within runs (Total_seed_min / _max / _sd: the spread of per-seed Totals, where a row has several seeds). Leak: % of images whose "
             "subject the world's subject judge reads as one of the exemplars' subjects (empty where the scorer cannot "
             "tell). Each action's grid starts with its exemplars. Generated by "
             f"<code>python -m actionbench.leaderboard</code>.</p>{people}{''.join(sections)}{figures}</body></html>\n")
+
+
+PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-only baseline) on the same images "
+                "(same action, seed, subject, sample: the same initial noise), in points, [95% bootstrap interval: the "
+                "paired runs resampled within each action, then the paired images]; `python -m eval.paired` prints "
+                "these and any other pair (`pairs=[twinact:adi]`, `actions=[salute]`).\n\n")
 
 
 def main(argv: list[str]) -> None:
@@ -345,12 +353,15 @@ def main(argv: list[str]) -> None:
     write_atomic(out / "leaderboard_per_action.csv", per_action.to_csv(index=False).encode())
     categories = per_category(images, cfg.bootstrap)
     write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
-    write_atomic(out / "LEADERBOARD.md", markdown(board).encode())
+    comparisons = paired.comparisons(images, resamples=cfg.bootstrap)
+    write_atomic(out / "leaderboard_paired.csv", comparisons.to_csv(index=False).encode())
+    page = markdown(board) + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else "")
+    write_atomic(out / "LEADERBOARD.md", page.encode())
     made = pictures(images, board, per_action, out)
     write_atomic(out / "report.html", html(board, categories, made, out).encode())
-    print(markdown(board))
+    print(page)
     print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard_per_action.csv'}, "
-          f"{out / 'leaderboard_per_category.csv'}, {out / 'LEADERBOARD.md'}, "
+          f"{out / 'leaderboard_per_category.csv'}, {out / 'leaderboard_paired.csv'}, {out / 'LEADERBOARD.md'}, "
           f"{out / 'report.html'} and {len(made)} pictures under {out / 'plots'}")
 
 

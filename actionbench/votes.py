@@ -38,31 +38,44 @@ def answer(db: sqlite3.Connection, rater: str, digest: str, file: str, action_ri
 
 def judged(db: sqlite3.Connection, rater: str) -> set[tuple[str, str]]:
     """The (digest, file) of every image this rater has answered."""
-    return set(db.execute("SELECT digest, file FROM judgments WHERE rater = ?", (rater,)).fetchall())
+    return set(db.execute("SELECT digest, file FROM judgments WHERE rater = ? COLLATE NOCASE", (rater,)).fetchall())
 
 
-def undo(db: sqlite3.Connection, rater: str) -> tuple[str, str] | None:
-    """Delete this rater's latest answer; the (digest, file) it was about, or None when there was none."""
-    last = db.execute("DELETE FROM judgments WHERE rowid = (SELECT rowid FROM judgments WHERE rater = ? "
-                      "ORDER BY judged_at DESC, rowid DESC LIMIT 1) RETURNING digest, file", (rater,)).fetchall()
-    return tuple(last[0]) if last else None
+def undo(db: sqlite3.Connection, rater: str, within: set[tuple[str, str]] | None = None) -> tuple[str, str] | None:
+    """Delete this rater's latest answer (of the images `within`, a study's (digest, file), where given: an
+    answer to another study's image is not this study's to undo); the (digest, file) it was about, or None."""
+    answers = db.execute("SELECT rowid, digest, file FROM judgments WHERE rater = ? COLLATE NOCASE "
+                         "ORDER BY judged_at DESC, rowid DESC", (rater,))
+    for rowid, digest, file in answers:
+        if within is None or (digest, file) in within:
+            db.execute("DELETE FROM judgments WHERE rowid = ?", (rowid,))
+            return digest, file
+    return None
 
 
 def read_votes(path: Path) -> pd.DataFrame:
-    """Every stored answer, one row each (COLUMNS)."""
+    """Every stored answer, one row each (COLUMNS), raters' names in lower case; where one rater answered an
+    image under two spellings of the name ("Alice", "alice"), the later answer."""
     db = connect(path)
     try:
-        return pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM judgments ORDER BY judged_at, rowid", db)
+        votes = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM judgments ORDER BY judged_at, rowid", db)
     finally:
         db.close()
+    votes["rater"] = votes.rater.str.lower()
+    return votes.drop_duplicates(["rater", "digest", "file"], keep="last").reset_index(drop=True)
 
 
 def majority(votes: pd.DataFrame) -> pd.DataFrame:
-    """Per judged image (digest, file): people's verdict on the action and the subject, each right only when
-    more than half its raters said yes (a tie counts as not right), and how many raters judged it."""
+    """Per judged image (digest, file): how many raters judged it (human.raters), how many said yes to the
+    action, to the subject and to both (human.action_yes, .subject_yes, .total_yes), and people's majority on
+    each question (human.action_correct, .subject_correct): True or False where more than half agree, NaN
+    where an even number of raters split evenly (a tie is no verdict, neither right nor wrong)."""
+    votes = votes.assign(total_right=votes.action_right * votes.subject_right)
     grouped = votes.groupby(["digest", "file"])
-    return pd.DataFrame({
-        "human.action_correct": grouped.action_right.mean() > 0.5,
-        "human.subject_correct": grouped.subject_right.mean() > 0.5,
-        "human.raters": grouped.rater.nunique(),
-    }).reset_index()
+    table = pd.DataFrame({"human.raters": grouped.rater.nunique()})
+    for question in ("action", "subject", "total"):
+        table[f"human.{question}_yes"] = grouped[f"{question}_right"].sum()
+    for question in ("action", "subject"):
+        share = table[f"human.{question}_yes"] / table["human.raters"]
+        table[f"human.{question}_correct"] = (share > 0.5).astype(object).where(share != 0.5, float("nan"))
+    return table.reset_index()

@@ -39,3 +39,17 @@ def agreement(first: list[bool], second: list[bool]) -> tuple[float, float]:
     yes_first, yes_second = sum(map(bool, first)) / n, sum(map(bool, second)) / n
     chance = yes_first * yes_second + (1 - yes_first) * (1 - yes_second)
     return 100.0 * observed, (observed - chance) / (1 - chance) if chance < 1 else float("nan")
+
+
+def fleiss_kappa(yes, raters) -> float:
+    """Fleiss' kappa of yes/no verdicts by several raters per image (`yes[i]` of `raters[i]` said yes), any
+    number of raters per image; images with fewer than two raters say nothing of agreement and are left
+    out. Agreement among the raters beyond what chance gives at their overall yes rate: 1 all agree on every
+    image, 0 no better than chance; NaN with no image judged twice or when every vote is the same."""
+    pairs = [(float(y), float(n)) for y, n in zip(yes, raters) if n >= 2]
+    if not pairs:
+        return float("nan")
+    observed = fmean((y * (y - 1) + (n - y) * (n - y - 1)) / (n * (n - 1)) for y, n in pairs)
+    rate = sum(y for y, _ in pairs) / sum(n for _, n in pairs)
+    chance = rate ** 2 + (1 - rate) ** 2
+    return (observed - chance) / (1 - chance) if chance < 1 else float("nan")

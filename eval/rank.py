@@ -1,7 +1,9 @@
 """Do two boards order the methods alike? Kendall's tau between rankings, and the world board set against
-the ADI paper's published ranking (people's verdicts on SD 2.1) and against its own CLIP proxy.
+the ADI paper's published ranking (people's verdicts on SD 2.1) and against its own CLIP proxy, each with a
+95% interval from resampling the board's actions (the per-action board beside it).
 
-    python -m eval.rank [board=results/leaderboard.csv] [reference=<the ADI paper's table>]
+    python -m eval.rank [board=results/leaderboard.csv] [per_action=<leaderboard_per_action.csv beside it>]
+                        [reference=<the ADI paper's table>] [bootstrap=2000] [seed=0]
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import sys
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+
+from eval.bootstrap import row_rng
 
 ADI_PAPER = Path(__file__).resolve().parent / "reference" / "adi_paper.csv"
 
@@ -40,30 +45,71 @@ def published(path: Path = ADI_PAPER) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def compare(board: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+def _over_actions(part: pd.DataFrame, columns: list[str], resamples: int, rng: np.random.Generator) -> list[dict]:
+    """Per resample of the actions (drawn with replacement), each column's figure per method: the mean over
+    the drawn actions' images, as the board pools them. `part`: one benchmark x model's per-action rows."""
+    actions = sorted(part.action.unique())
+    methods = sorted(part.method.unique())
+    images = part.pivot(index="method", columns="action", values="images").reindex(index=methods, columns=actions)
+    weights = rng.multinomial(len(actions), np.full(len(actions), 1 / len(actions)), size=resamples)  # resample, action
+    counts = weights[:, None, :] * images.fillna(0).to_numpy()[None]  # resample, method, action
+    draws = [{} for _ in range(resamples)]
+    for column in columns:
+        values = part.pivot(index="method", columns="action", values=column).reindex(index=methods, columns=actions)
+        right = np.round(images.fillna(0).to_numpy() * values.fillna(0).to_numpy() / 100)  # images right: whole
+        sums = 100 * (weights[:, None, :] * right[None]).sum(axis=2)  # numbers, so the board's ties stay ties
+        with np.errstate(invalid="ignore", divide="ignore"):
+            figures = sums / counts.sum(axis=2)  # NaN where a method has none of the drawn actions
+        for draw, row in zip(draws, figures):
+            draw[column] = {m: v for m, v in zip(methods, row) if not np.isnan(v)}
+    return draws
+
+
+def _tau_interval(taus: list[float]) -> tuple[float, float]:
+    taus = np.array([t for t in taus if not np.isnan(t)])
+    return tuple(np.percentile(taus, [2.5, 97.5])) if len(taus) else (np.nan, np.nan)
+
+
+def compare(board: pd.DataFrame, reference: pd.DataFrame, per_action: pd.DataFrame | None = None,
+            resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per benchmark x model: tau of the board's Total ranking with the reference's, over the methods both
     have; and of the CLIP proxy's Action / Subject / Total rankings with the headline's, where the board
-    has them."""
+    has them. With the per-action board, each tau's 95% percentile interval over resamples of the actions
+    (the methods' figures recomputed from the drawn actions): how much the ranking rests on which actions
+    the benchmark happens to hold."""
     ours = reference.dropna(subset=["method"])  # the paper's methods we have
     paper = dict(zip(ours.method, ours.Total))
     rows = []
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
-        pairs = {"Total vs the ADI paper's Total": (dict(zip(part.method, part.Total)), paper)}
-        for name in ("Action", "Subject", "Total"):
-            clip = part.dropna(subset=[f"CLIP_{name}"])
-            if len(clip):
-                pairs[f"CLIP_{name} vs {name}"] = (dict(zip(clip.method, clip[f"CLIP_{name}"])),
-                                                   dict(zip(clip.method, clip[name])))
-        for what, (first, second) in pairs.items():
+        # ranking -> the two sides' columns; None: the paper's published Total
+        pairs = {"Total vs the ADI paper's Total": ("Total", None)}
+        pairs |= {f"CLIP_{name} vs {name}": (f"CLIP_{name}", name) for name in ("Action", "Subject", "Total")
+                  if part[f"CLIP_{name}"].notna().any()} if "CLIP_Total" in part else {}
+        actions = None if per_action is None else per_action[(per_action.benchmark == benchmark) & (per_action.model == model)]
+        draws = None
+        if actions is not None and len(actions):
+            columns = sorted({c for sides in pairs.values() for c in sides if c})
+            draws = _over_actions(actions, columns, resamples, row_rng(seed, benchmark, model, "actions"))
+        for what, sides in pairs.items():
+            def side(column, figures):  # a ranking's scores: the board's column (its methods with a figure) or the paper's
+                return paper if column is None else {m: v for m, v in figures[column].items() if v == v}
+            whole = {c: dict(zip(part.method, part[c])) for c in sides if c}
+            first, second = (side(c, whole) for c in sides)
             tau, n = kendall_tau(first, second)
-            rows.append({"benchmark": benchmark, "model": model, "ranking": what, "methods": n, "tau": tau,
-                         "shared": ", ".join(sorted(set(first) & set(second)))})
+            row = {"benchmark": benchmark, "model": model, "ranking": what, "methods": n, "tau": tau}
+            if draws is not None:
+                row["tau_low"], row["tau_high"] = _tau_interval([kendall_tau(*(side(c, d) for c in sides))[0] for d in draws])
+                row["actions"] = actions.action.nunique()
+            rows.append(row | {"shared": ", ".join(sorted(set(first) & set(second)))})
     return pd.DataFrame(rows)
 
 
 def main(argv: list[str]) -> None:
-    cfg = OmegaConf.merge({"board": "results/leaderboard.csv", "reference": str(ADI_PAPER)}, OmegaConf.from_cli(argv))
-    table = compare(pd.read_csv(cfg.board), published(Path(cfg.reference)))
+    cfg = OmegaConf.merge({"board": "results/leaderboard.csv", "per_action": None, "reference": str(ADI_PAPER),
+                           "bootstrap": 2000, "seed": 0}, OmegaConf.from_cli(argv))
+    per_action = Path(cfg.per_action) if cfg.per_action else Path(cfg.board).with_name("leaderboard_per_action.csv")
+    table = compare(pd.read_csv(cfg.board), published(Path(cfg.reference)),
+                    pd.read_csv(per_action) if per_action.is_file() else None, cfg.bootstrap, cfg.seed)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

@@ -154,6 +154,59 @@ def test_stratified_sample_is_per_method_and_action_and_the_same_for_every_rater
     assert {i.key for i in judge.load_study(tmp_path, per_method_action=2, seed=1).items} != {i.key for i in study.items}
 
 
+def test_a_stratums_sample_stays_put_when_another_methods_runs_are_added(tmp_path):
+    make_sweep(tmp_path, samples=3)
+    before = {i.key for i in judge.load_study(tmp_path, per_method_action=2, seed=0).items}
+    client = client_for(tmp_path, per_method_action=2, seed=0)
+    walk(client, "ann")
+    make_sweep(tmp_path, methods=("dreambooth",), samples=3)
+    study = judge.load_study(tmp_path, per_method_action=2, seed=0)
+    assert before < {i.key for i in study.items} and len(study.items) == len(before) + 4
+    state = client_for(tmp_path, per_method_action=2, seed=0).get("/api/next?rater=ann").get_json()
+    assert (state["judged"], state["total"]) == (8, 12), "a rater who had finished 8 of 8 keeps them"
+
+
+def test_progress_and_undo_count_only_the_studys_images(tmp_path):
+    images = make_sweep(tmp_path, samples=3)
+    everything = client_for(tmp_path)
+    study = judge.load_study(tmp_path, per_method_action=1, seed=0)
+    inside = {i.key for i in study.items}
+    outside = [k for k in images if k not in inside]
+    client = judge.make_app(study).test_client()
+    walk(client, "bo", n=2)
+    for key in outside[:3]:  # answered later, in a study of every image
+        everything.post("/api/answer", json={"rater": "bo", "key": key, "action": False, "subject": False, "seconds": 1})
+    state = client.get("/api/next?rater=bo").get_json()
+    assert (state["judged"], state["total"]) == (2, 4)
+    state = client.post("/api/undo", json={"rater": "bo"}).get_json()
+    assert state["judged"] == 1 and len(rows(tmp_path)) == 4, "undo took the study's last answer, not another's"
+    client.post("/api/undo", json={"rater": "bo"})
+    state = client.get("/api/next?rater=bo").get_json()
+    assert state["judged"] == 0 and not state["can_undo"] and len(rows(tmp_path)) == 3
+
+
+def test_rater_names_are_one_rater_whatever_their_case(sweep):
+    results, _ = sweep
+    client = client_for(results)
+    first = walk(client, "Alice", n=1)
+    state = client.get("/api/next?rater=alice").get_json()
+    assert state["judged"] == 1 and state["image"]["key"] != first[0], "alice continues Alice's study"
+    client.post("/api/answer", json={"rater": "ALICE", "key": first[0], "action": False, "subject": False, "seconds": 1})
+    assert [r[0] for r in rows(results)] == ["alice"], "answering again under another case replaces the answer"
+    assert judge.check_rater(" Bob ") == "bob"
+
+
+def test_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(sweep, tmp_path):
+    results, _ = sweep
+    client = client_for(results)
+    for rater in ("=HYPERLINK(\"http://x\")", "+1", "-1", "@SUM(A1)", "plain"):
+        walk(client, rater, n=1)
+    judge.export(results, tmp_path / "votes.csv")
+    table = pd.read_csv(tmp_path / "votes.csv")
+    assert sorted(table.rater) == sorted(["'=hyperlink(\"http://x\")", "'+1", "'-1", "'@sum(a1)", "plain"])
+    assert table.seconds.dtype.kind == "f" and table.action_right.dtype.kind == "i", "numbers stay numbers"
+
+
 def test_export_writes_every_answer_with_its_run(sweep, tmp_path):
     results, images = sweep
     client = client_for(results)
@@ -168,15 +221,47 @@ def test_export_writes_every_answer_with_its_run(sweep, tmp_path):
 
 # The leaderboard's human columns.
 
-def test_majority_of_raters_with_ties_counted_not_right():
+def test_majority_of_raters_leaves_ties_undecided_and_counts_the_votes():
     votes = pd.DataFrame({"rater": ["a", "b", "a", "b", "c", "a"], "digest": ["d"] * 6,
                           "file": ["tie", "tie", "two_of_three", "two_of_three", "two_of_three", "alone"],
-                          "action_right": [1, 0, 1, 1, 0, 0], "subject_right": [0, 1, 0, 0, 1, 1]})
+                          "action_right": [1, 0, 1, 1, 0, 0], "subject_right": [1, 1, 0, 0, 1, 1]})
     verdicts = majority(votes).set_index("file")
-    assert verdicts.loc["tie", ["human.action_correct", "human.subject_correct"]].tolist() == [False, False]
+    assert np.isnan(verdicts.loc["tie", "human.action_correct"]), "1-1 is no verdict, not a no"
+    assert verdicts.loc["tie", "human.subject_correct"] == True  # noqa: E712
     assert verdicts.loc["two_of_three", ["human.action_correct", "human.subject_correct"]].tolist() == [True, False]
     assert verdicts.loc["alone", ["human.action_correct", "human.subject_correct"]].tolist() == [False, True]
     assert verdicts["human.raters"].to_dict() == {"alone": 1, "tie": 2, "two_of_three": 3}
+    assert verdicts["human.action_yes"].to_dict() == {"alone": 0, "tie": 1, "two_of_three": 2}
+    assert verdicts["human.total_yes"].to_dict() == {"alone": 0, "tie": 1, "two_of_three": 0}
+
+
+def test_people_columns_are_the_mean_of_votes_so_an_even_split_counts_a_half(sweep):
+    """Two raters: on every image of the first method they split on the action; on the second they agree it
+    is right. A tie counted as "not right" would give the first method 0%."""
+    results, images = sweep
+    db = connect(results / DB_FILE)
+    for key, row in images.items():
+        split = row["method"] == METHODS[0]
+        answer(db, "r1", row["digest"], row["file"], True, True, 1)
+        answer(db, "r2", row["digest"], row["file"], not split, True, 1)
+    db.close()
+    board = leaderboard.build(results, resamples=50)[1].set_index("method")
+    assert board.loc[METHODS[0], ["Human_Action", "Human_Subject", "Human_Total"]].tolist() == [50.0, 100.0, 50.0]
+    assert board.loc[METHODS[1], "Human_Action"] == 100.0
+    assert np.isnan(board.loc[METHODS[0], "Agree_Action"]), "no image has a majority on the action"
+    assert board.loc[METHODS[0], "Fleiss_Action"] < 0 and np.isnan(board.loc[METHODS[1], "Fleiss_Action"])
+    assert "Fleiss_Action" in leaderboard.markdown(leaderboard.build(results, resamples=10)[1])
+
+
+def test_fleiss_kappa_matches_a_hand_computed_value():
+    from eval.aggregate import fleiss_kappa
+
+    # 4 images, 3 raters each: yes 3, 0, 2, 1. Pairs agreeing per image: 1, 1, 1/3, 1/3 -> mean 2/3; yes rate 6/12,
+    # chance 1/2: kappa (2/3 - 1/2) / (1/2) = 1/3. An image with one rater says nothing of agreement.
+    assert fleiss_kappa([3, 0, 2, 1, 1], [3, 3, 3, 3, 1]) == pytest.approx(1 / 3)
+    assert fleiss_kappa([2, 0], [2, 2]) == pytest.approx(1.0)
+    assert fleiss_kappa([1, 1], [2, 2]) == pytest.approx(-1.0)
+    assert np.isnan(fleiss_kappa([1], [1])) and np.isnan(fleiss_kappa([2, 2], [2, 2]))
 
 
 def test_kappa_matches_a_hand_computed_value():

@@ -47,3 +47,29 @@ def test_compare_ranks_the_board_against_the_paper_and_clip_against_the_judges(t
     board.to_csv(tmp_path / "leaderboard.csv", index=False)
     rank.main([f"board={tmp_path / 'leaderboard.csv'}"])
     assert "CLIP_Total vs Total" in capsys.readouterr().out
+
+
+def _per_action(totals: dict) -> pd.DataFrame:
+    """A per-action board from {action: {method: Total}}, 46 images per cell."""
+    return pd.DataFrame([{"benchmark": "synthetic", "model": "synthetic", "method": m, "action": a, "images": 46,
+                          "Action": t, "Subject": 100.0, "Total": t} for a, row in totals.items() for m, t in row.items()])
+
+
+def test_tau_gets_an_interval_over_resampled_actions(tmp_path, capsys):
+    """Where every action ranks the methods alike, any resample of the actions does too: the interval is one
+    point; where the actions disagree, resampling them moves tau."""
+    names = ["adi", "pplus", "sd", "textual_inversion"]
+    agree = _per_action({a: dict(zip(names, [100 * k / 46 for k in (30, 20, 10, 5)])) for a in ("kick", "squat", "salute")})
+    board = agree.groupby(["benchmark", "model", "method"], as_index=False)[["Action", "Subject", "Total"]].mean()
+    row = rank.compare(board, rank.published(), agree, resamples=300).set_index("ranking").loc["Total vs the ADI paper's Total"]
+    assert row.tau == row.tau_low == row.tau_high == pytest.approx(4 / 6) and row.actions == 3
+    split = _per_action({"kick": dict(zip(names, [100 * k / 46 for k in (30, 20, 10, 5)])),
+                         "squat": dict(zip(names, [100 * k / 46 for k in (5, 10, 20, 30)])),
+                         "salute": dict(zip(names, [100 * k / 46 for k in (31, 20, 10, 5)]))})
+    board = split.groupby(["benchmark", "model", "method"], as_index=False)[["Action", "Subject", "Total"]].mean()
+    row = rank.compare(board, rank.published(), split, resamples=300).set_index("ranking").loc["Total vs the ADI paper's Total"]
+    assert row.tau_low <= -0.6 and row.tau_high >= 0.6
+    board.to_csv(tmp_path / "leaderboard.csv", index=False)
+    split.to_csv(tmp_path / "leaderboard_per_action.csv", index=False)
+    rank.main([f"board={tmp_path / 'leaderboard.csv'}"])
+    assert "tau_low" in capsys.readouterr().out, "the per-action board beside the board is found"
