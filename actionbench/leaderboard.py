@@ -15,11 +15,15 @@ share a row; a method run with overridden settings (method.beta=0.25) is a row o
 partial or duplicate record is reported and skipped. Settings sweeps kept under results_dir/ablations/ stay
 off the main board and get their own: `python -m actionbench.leaderboard results_dir=results/ablations/adi`; so
 do the world's positive-control runs (`benchmark=synthetic_control`; results_dir=results/runs/synthetic_control).
+
+Each board states the versions of torch, diffusers, transformers, peft and open_clip_torch its records were made
+with (each record stores them); where its records differ in some, one warning line names those packages.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +48,7 @@ HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
 RATERS = ("Fleiss_Action", "Fleiss_Subject")  # how far people agree among themselves
 INTERVALS = ("Action", "Subject", "Total", "Leak")  # the figures given with 95% intervals
+VERSIONED = ("torch", "diffusers", "transformers", "peft", "open_clip_torch")  # what a run's figures depend on most
 
 
 def method_label(record: dict) -> str:
@@ -76,6 +81,7 @@ def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CON
                 rows[f"run_{key}"] = value
             rows["run_dir"] = str(path.parent)
             rows["run_digest"] = work_digest(record["config"])
+            rows = rows.assign(**_record_versions(record))
         except (OSError, ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
             skipped.append(f"skipped {path}: {err}")
             continue
@@ -210,9 +216,10 @@ def _reference() -> pd.DataFrame:
 REFERENCE_TITLE = "Published reference: the ADI paper's table (SD 2.1, judged by people, not by the automated judge)"
 
 
-def markdown(board: pd.DataFrame) -> str:
+def markdown(board: pd.DataFrame, versions: dict | None = None) -> str:
     """One table per benchmark x model (the ADI paper's published rows beside the real ActionBench's), and
-    one of people's verdicts where there are any; the best Action / Subject / Total of each in bold."""
+    one of people's verdicts where there are any; the best Action / Subject / Total of each in bold; the
+    package versions its records were made with, where `versions` (board_versions) is given."""
     parts = ["# Leaderboard\n", "Action / Subject / Total: % of images judged right, mean over all images of all "
              "actions, [95% bootstrap interval: runs (action x seed) resampled within each action, then images "
              "within runs]; "
@@ -231,6 +238,8 @@ def markdown(board: pd.DataFrame) -> str:
                      "kappa.\n")
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         parts.append(f"## {benchmark} / {model}\n")
+        if (benchmark, model) in (versions or {}):
+            parts.append(versions_line(versions[benchmark, model]) + "\n")
         part = _seed_cells(part)
         columns = ["Action", "Subject", "Total"] + [c for c in ("Leak", "CLIP_Action", "CLIP_Subject", "CLIP_Total",
                                                                 *SIMILARITIES) if part[c].notna().any()]
@@ -254,6 +263,43 @@ def build(results_dir: Path, resamples: int = 1000):
         return images, pd.DataFrame(), pd.DataFrame(), skipped
     images = with_human(images, results_dir)
     return images, summarise(images, KEYS, resamples), summarise(images, [*KEYS, "action"], resamples), skipped
+
+
+def _record_versions(record: dict) -> dict:
+    """The record's versions of VERSIONED (records.py stores them), as per-image columns version.<package>;
+    "unknown" where the record names none."""
+    versions = record.get("versions") or {}
+    if not isinstance(versions, dict):
+        raise ValueError(f"versions is not a mapping: {versions!r}")
+    return {f"version.{name}": str(versions.get(name) or "unknown") for name in VERSIONED}
+
+
+def _release_order(version: str) -> list:
+    """Sorts versions by their numbers (2.9.1 before 2.14.1), not as text."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", version)]
+
+
+def board_versions(images: pd.DataFrame) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """Per board (benchmark, model): the versions of each of VERSIONED among its records, oldest first."""
+    if images.empty:
+        return {}
+    return {board: {name: sorted(part[f"version.{name}"].unique(), key=_release_order) for name in VERSIONED}
+            for board, part in images.groupby(["run_benchmark", "run_model"])}
+
+
+def version_warnings(versions: dict[tuple[str, str], dict[str, list[str]]]) -> list[str]:
+    """One line per board whose records come from different versions of some of VERSIONED, naming those
+    packages: its rows may differ by the software as well as by the method."""
+    return [f"warning: {benchmark} / {model}: its records come from different versions of "
+            + ", ".join(f"{name} ({' / '.join(found)})" for name, found in packages.items() if len(found) > 1)
+            for (benchmark, model), packages in versions.items() if any(len(found) > 1 for found in packages.values())]
+
+
+def versions_line(packages: dict[str, list[str]]) -> str:
+    """What the report says of a board's versions: each package's, several (a / b) where its records differ."""
+    mixed = any(len(found) > 1 for found in packages.values())
+    return ("Versions: " + ", ".join(f"{name} {' / '.join(found)}" for name, found in packages.items())
+            + (" (the records differ)" if mixed else ""))
 
 
 def run_task(run_dir: str | Path, action: str):
@@ -299,9 +345,10 @@ def pictures(images: pd.DataFrame, board: pd.DataFrame, per_action: pd.DataFrame
     return made
 
 
-def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Path]], out: Path) -> str:
-    """One self-contained page: the tables (each scrolling in its own box), then every plot and grid, linked
-    relatively."""
+def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Path]], out: Path,
+         versions: dict | None = None) -> str:
+    """One self-contained page: the tables (each scrolling in its own box) with each board's package versions
+    where `versions` (board_versions) is given, then every plot and grid, linked relatively."""
     def box(table: pd.DataFrame, **options) -> str:
         return f'<div class="wide">{table.to_html(na_rep="–", float_format="%.2f", **options)}</div>'
 
@@ -309,6 +356,8 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         table = part.drop(columns=["benchmark", "model"]).sort_values("Total", ascending=False)
         sections.append(f"<h2>{benchmark} / {model}</h2>" + box(table, index=False))
+        if (benchmark, model) in (versions or {}):
+            sections.append(f"<p>{versions_line(versions[benchmark, model])}</p>")
         if benchmark == "actionbench":
             sections.append(f"<h3>{REFERENCE_TITLE}</h3>" + box(_reference(), index=False))
         mine = categories[(categories.benchmark == benchmark) & (categories.model == model)] if len(categories) else categories
@@ -349,16 +398,19 @@ def main(argv: list[str]) -> None:
         print(message, file=sys.stderr)
     if images.empty:
         raise SystemExit(f"no complete records under {out}")
+    versions = board_versions(images)
+    for warning in version_warnings(versions):
+        print(warning, file=sys.stderr)
     write_atomic(out / "leaderboard.csv", board.to_csv(index=False).encode())
     write_atomic(out / "leaderboard_per_action.csv", per_action.to_csv(index=False).encode())
     categories = per_category(images, cfg.bootstrap)
     write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
     comparisons = paired.comparisons(images, resamples=cfg.bootstrap)
     write_atomic(out / "leaderboard_paired.csv", comparisons.to_csv(index=False).encode())
-    page = markdown(board) + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else "")
+    page = markdown(board, versions) + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else "")
     write_atomic(out / "LEADERBOARD.md", page.encode())
     made = pictures(images, board, per_action, out)
-    write_atomic(out / "report.html", html(board, categories, made, out).encode())
+    write_atomic(out / "report.html", html(board, categories, made, out, versions).encode())
     print(page)
     print(f"wrote {out / 'leaderboard.csv'}, {out / 'leaderboard_per_action.csv'}, "
           f"{out / 'leaderboard_per_category.csv'}, {out / 'leaderboard_paired.csv'}, {out / 'LEADERBOARD.md'}, "

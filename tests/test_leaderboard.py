@@ -168,3 +168,42 @@ def test_report_scrolls_wide_tables_grids_start_with_exemplars_and_stale_plots_g
     with Image.open(MINI / "salute" / "00.png") as first:
         assert exemplar.getpixel((32, 32)) == first.convert("RGB").resize((64, 64), Image.NEAREST).getpixel((32, 32))
     assert (tmp_path / "leaderboard_per_category.csv").is_file()
+
+
+BOARD_VERSIONS = {"python": "3.11.7", "torch": "2.14.1", "diffusers": "0.42.1", "transformers": "5.24.0",
+                  "peft": "0.21.2", "open_clip_torch": "3.3.0"}
+
+
+def _stamp(path, **changed):
+    """Give a record the `versions` records.py writes, with `changed` packages at other versions."""
+    record = json.loads(path.read_text())
+    record["versions"] = BOARD_VERSIONS | changed
+    path.write_text(json.dumps(record))
+
+
+def test_a_board_whose_records_differ_in_versions_warns_in_one_line_naming_the_packages(tmp_path, capsys):
+    _stamp(_record(tmp_path, "sd", "kick", [(True, True)]))
+    _stamp(_record(tmp_path, "sd", "squat", [(True, True)]), torch="2.9.1", peft="0.13.0")
+    _stamp(_record(tmp_path, "ti", "kick", [(False, True)]), torch="2.9.1")
+    _stamp(_record(tmp_path, "sd", "kick", [(True, True)], model="tiny"), transformers="4.46.0")
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warnings == ["warning: synthetic / synthetic: its records come from different versions of "
+                        "torch (2.9.1 / 2.14.1), peft (0.13.0 / 0.21.2)"], "one line, the differing packages only"
+    page = (tmp_path / "LEADERBOARD.md").read_text()
+    assert ("Versions: torch 2.9.1 / 2.14.1, diffusers 0.42.1, transformers 5.24.0, peft 0.13.0 / 0.21.2, "
+            "open_clip_torch 3.3.0 (the records differ)") in page.split("## synthetic / tiny")[0]
+    assert ("Versions: torch 2.14.1, diffusers 0.42.1, transformers 4.46.0, peft 0.21.2, open_clip_torch 3.3.0\n"
+            in page.split("## synthetic / tiny")[1]), "the other board, whose records agree, is stated plainly"
+
+
+def test_equal_versions_give_no_warning_and_the_report_states_them(tmp_path, capsys):
+    _stamp(_record(tmp_path, "sd", "kick", [(True, True)]))
+    _stamp(_record(tmp_path, "ti", "squat", [(False, True)]))
+    _record(tmp_path, "sd", "kick", [(True, True)], model="tiny")  # a record that names no versions
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])
+    assert "warning" not in capsys.readouterr().err
+    stated = "Versions: torch 2.14.1, diffusers 0.42.1, transformers 5.24.0, peft 0.21.2, open_clip_torch 3.3.0"
+    page, report = (tmp_path / "LEADERBOARD.md").read_text(), (tmp_path / "report.html").read_text()
+    assert page.count(stated + "\n") == 1 and report.count(f"<p>{stated}</p>") == 1
+    assert "Versions: torch unknown, diffusers unknown" in page.split("## synthetic / tiny")[1]
