@@ -228,7 +228,7 @@ class CustomDiffusion(ActionMethod):
                 return cached.sample(index, flipped, generator), None, [captions[i] for i in index]
 
             return draw
-        pixels = torch.stack([image_tensor(image, resolution) for image in images])
+        pixels = torch.stack([image_tensor(image, resolution, "centre_crop") for image in images])
         factor = pipe.vae_scale_factor
 
         def draw(index, flipped, captions, sampler, generator):

@@ -39,9 +39,10 @@ def check_pose_maps(task, detector: str | None, key: str) -> None:
                     f"it no `pose:` image, and {why}")
 
 
-def pose_maps(exemplars, detector: str | None, key: str) -> list[Image.Image]:
-    """The pose map of every exemplar: the manifest's, or what the detector reads in the image."""
-    detect = load_detector(detector, key) if any(e.pose is None for e in exemplars) else None
+def pose_maps(exemplars, detector: str | None, key: str, include_hand: bool = False) -> list[Image.Image]:
+    """The pose map of every exemplar: the manifest's, or what the detector reads in the image (`include_hand`:
+    the hands' keypoints drawn too)."""
+    detect = load_detector(detector, key, include_hand) if any(e.pose is None for e in exemplars) else None
     return [Image.open(e.pose).convert("RGB") if e.pose else detect(e.load()) for e in exemplars]
 
 
@@ -58,12 +59,14 @@ def read_controlnet(source: str, key: str, dtype):
                         "reachable online.") from err
 
 
-def load_detector(source: str, key: str):
-    """controlnet_aux's OpenPose body detector (imported only when an exemplar needs it): image -> pose map."""
+def load_detector(source: str, key: str, include_hand: bool = False):
+    """controlnet_aux's OpenPose detector (imported only when an exemplar needs it): image -> pose map of the body,
+    and of the hands with `include_hand` (controlnet_aux's default, and what TwinAct's reference calls: body only)."""
     from controlnet_aux import OpenposeDetector
 
     try:
-        return OpenposeDetector.from_pretrained(str(Path(source).expanduser()) if looks_local(source) else source)
+        detector = OpenposeDetector.from_pretrained(str(Path(source).expanduser()) if looks_local(source) else source)
     except (OSError, ValueError) as err:
         raise UserError(f"{key}={source!r}: the OpenPose weights could not be loaded: "
                         f"{str(err).splitlines()[0]}") from err
+    return lambda image: detector(image, include_body=True, include_hand=include_hand, include_face=False)
