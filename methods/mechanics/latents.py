@@ -49,8 +49,8 @@ class ExemplarLatents:
     """
 
     @torch.no_grad()
-    def __init__(self, vae, images: list[Image.Image], resolution: int, mirrored: bool = True, batch_size: int = 8,
-                 preprocess: str = "centre_crop"):
+    def __init__(self, vae, images: list[Image.Image], resolution: int, mirrored: bool = True, batch_size: int = 8, *,
+                 preprocess: str):
         """`mirrored`: also encode each image's mirror image (only needed when training may flip); `preprocess`:
         how each image becomes the model's square (`PREPROCESS`)."""
         pixels = torch.stack([image_tensor(image, resolution, preprocess) for image in images])
