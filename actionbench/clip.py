@@ -84,6 +84,24 @@ class OpenClip:
         std = torch.tensor(model.visual.image_std or open_clip.OPENAI_DATASET_STD, device=pixels.device)
         return F.normalize(model.encode_image((pixels - mean[:, None, None]) / std[:, None, None]).float(), dim=-1)
 
+    def pooled_pixels(self, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Unit-norm pooled output of the vision tower *before* its projection, of images in [-1, 1] resized
+        (bilinear) to the tower's input size with no mean/std normalisation, differentiable: what TwinAct's
+        reference feeds its similarity loss (transformers' `CLIPVisionModel(...).pooler_output` on its [-1, 1]
+        training images resized to 224). For open_clip's ViTs the pooled token after `ln_post` is that output."""
+        model, _, _ = self.load(device)
+        visual = model.visual
+        size = visual.image_size
+        size = size if isinstance(size, (tuple, list)) else (size, size)
+        pixels = F.interpolate(pixels.float(), size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+        projection = visual.proj
+        visual.proj = None  # the tower's forward skips a projection that is None
+        try:
+            pooled = visual(pixels.to(device, next(visual.parameters()).dtype))
+        finally:
+            visual.proj = projection
+        return F.normalize(pooled.float(), dim=-1)
+
     @torch.no_grad()
     def encode_images(self, images: list, device: torch.device, batch_size: int = 32) -> torch.Tensor:
         model, preprocess, _ = self.load(device)

@@ -49,7 +49,7 @@ class TrainableRows:
 
 
 def _pixels(images, resolution, count, device) -> torch.Tensor:
-    return torch.stack([image_tensor(images[i % len(images)], resolution) for i in range(count)]).to(device)
+    return torch.stack([image_tensor(images[i % len(images)], resolution, "squash") for i in range(count)]).to(device)
 
 
 def _encode(pipe, pixels) -> torch.Tensor:

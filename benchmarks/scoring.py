@@ -22,7 +22,8 @@ def measure(model_name: str, device: torch.device, count: int) -> list[dict]:
     exemplars = [e.load() for e in task.action.exemplars]
     images = [exemplars[i % len(exemplars)].resize((32, 32), Image.BICUBIC) for i in range(count)]
     subjects = [task.subjects[i % len(task.subjects)].name for i in range(count)]
-    scorers = {f"open_clip {ENCODERS[model_name]['model_name']}": ClipScorer(**ENCODERS[model_name], batch_size=256)}
+    clip = ENCODERS[model_name]
+    scorers = {f"open_clip {clip['model_name']}": ClipScorer(clip["model_name"], clip["pretrained"], batch_size=256)}
     if model_name == "world":
         scorers["world judges"] = JudgeScorer()
     rows = []

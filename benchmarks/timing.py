@@ -15,8 +15,11 @@ from actionbench.task import load_task
 
 WORLD = Path(actionbench.__file__).parent / "world"
 FIXTURE = Path(__file__).parents[1] / "tests" / "fixtures" / "actionbench_mini"
-ENCODERS = {"tiny": {"model_name": "ActionBench-Tiny-CLIP", "pretrained": None},
-            "world": {"model_name": "ActionBench-World-CLIP", "pretrained": str(WORLD / "weights/world_clip.safetensors")}}
+# TwinAct's image encoder; the CLIP kind reads it for the imitation too (the timing compares ways of stepping,
+# which the action encoder's kind does not change)
+ENCODERS = {"tiny": {"kind": "clip", "model_name": "ActionBench-Tiny-CLIP", "pretrained": None},
+            "world": {"kind": "clip", "model_name": "ActionBench-World-CLIP",
+                      "pretrained": str(WORLD / "weights/world_clip.safetensors")}}
 
 
 def tiny_model(device):

@@ -196,7 +196,7 @@ class ADI(PPlus):
             if all(path.is_file() for path, _, _ in jobs):
                 continue
             params = add_unet_lora(unet, self.context_lora["rank"], adapter_name="adi_context")
-            latents = ExemplarLatents(pipe.vae, [anchor.load()], model.resolution, mirrored=False)
+            latents = ExemplarLatents(pipe.vae, [anchor.load()], model.resolution, mirrored=False, preprocess=self.preprocess)
             with torch.no_grad():
                 hidden = pipe.text_encoder(token_ids(pipe.tokenizer, [anchor.caption(task.action.description)], model.device))[0]
             generator = torch.Generator(model.device).manual_seed(i)
@@ -224,8 +224,10 @@ class ADI(PPlus):
         identifiers = tokens.vectors  # the only trained tensor
         exemplars = task.action.exemplars
         mirrored = self.flip_p > 0  # a triple is flipped as a whole
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored)
-        different = ExemplarLatents(pipe.vae, [image for jobs in triples for image, _ in jobs], model.resolution, mirrored)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored,
+                                  preprocess=self.preprocess)
+        different = ExemplarLatents(pipe.vae, [image for jobs in triples for image, _ in jobs], model.resolution, mirrored,
+                                    preprocess=self.preprocess)
         first_different = torch.tensor([0] + [len(jobs) for jobs in triples]).cumsum(0)
         input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -13,18 +13,19 @@ from actionbench.errors import UserError
 from actionbench.files import write_atomic
 from actionbench.models import TextToImageModel
 from methods.base import ActionMethod
-from methods.mechanics.pose import check_controlnet, check_pose_maps, pose_maps, read_controlnet
+from methods.mechanics.pose import check_compatible, check_controlnet, check_pose_maps, pose_maps, read_controlnet
 
 POSE_DIR = "pose"  # in the artifact folder: the pose map of each exemplar, as generation reads them
 
 
 class ControlNetPose(ActionMethod):
-    def __init__(self, controlnet: str, detector: str | None = None, conditioning_scale: float = 1.0,
-                 prompt_action: bool = False, max_train_steps: int = 0):
+    def __init__(self, controlnet: str, detector: str | None = None, include_hand: bool = False,
+                 conditioning_scale: float = 1.0, prompt_action: bool = False, max_train_steps: int = 0):
         """`controlnet`: a pose ControlNet for the base model (hub id or local folder); `detector`: controlnet_aux's
-        OpenPose weights (hub id or local folder) for exemplars whose manifest gives no `pose:`, or None.
-        `max_train_steps` is accepted so that every method shares the key; nothing trains here."""
-        self.controlnet, self.detector = controlnet, detector
+        OpenPose weights (hub id or local folder) for exemplars whose manifest gives no `pose:`, or None;
+        `include_hand`: the detector draws the hands' keypoints too. `max_train_steps` is accepted so that every
+        method shares the key; nothing trains here."""
+        self.controlnet, self.detector, self.include_hand = controlnet, detector, include_hand
         self.conditioning_scale, self.prompt_action = conditioning_scale, prompt_action
         self.poses: list[Image.Image] = []
 
@@ -34,7 +35,7 @@ class ControlNetPose(ActionMethod):
 
     def train(self, model: TextToImageModel, task, seed: int, artifact_dir: Path) -> None:
         """The artifact is the pose map of every exemplar: the manifest's, or what the detector reads in the image."""
-        for i, pose in enumerate(pose_maps(task.action.exemplars, self.detector, "method.detector")):
+        for i, pose in enumerate(pose_maps(task.action.exemplars, self.detector, "method.detector", self.include_hand)):
             buffer = io.BytesIO()
             pose.save(buffer, format="PNG")
             write_atomic(Path(artifact_dir) / POSE_DIR / f"{i:02d}.png", buffer.getvalue())
@@ -61,12 +62,7 @@ def load_controlnet(source: str, model: TextToImageModel):
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     controlnet = read_controlnet(source, "method.controlnet", model.pipe.unet.dtype)
-    unet = model.pipe.unet.config
-    if (controlnet.config.cross_attention_dim, list(controlnet.config.block_out_channels)) != (
-            unet.cross_attention_dim, list(unet.block_out_channels)):
-        raise UserError(f"method.controlnet={source!r} was made for another base model (cross-attention width "
-                        f"{controlnet.config.cross_attention_dim}, the model's {unet.cross_attention_dim}); give the "
-                        "ControlNet of this model (conf/method/controlnet.yaml lists them)")
+    check_compatible(source, controlnet.config, model, "method.controlnet")
     controlnet.set_attn_processor(AttnProcessor2_0())
     return controlnet.to(model.device).requires_grad_(False).eval()
 

@@ -21,7 +21,9 @@ Remaining deviations from the reference:
   instance term weighs 4x (SD's 4 channels) against the prior term, and even without augmentation its mask
   drops the outer latent pixel. Ours is a true mean over the valid region (all of it without augmentation);
   `prior_loss_weight` sets the balance (0.25 reproduces the reference's).
-- It squashes a non-square image to a square; ours centre-crops to a square first, as every method here does.
+- It squashes the whole image straight to the drawn scale; ours squashes it to the model's square first
+  (`preprocess=squash`, the reference's geometry; `centre_crop` as option) and rescales that, two resamplings
+  where the reference has one (the cached square serves every draw).
 - Where the inset mask of a very small image (at tiny resolutions) would be empty, the uninset region counts.
 - Class images come from the base model (its `--real_prior` option, retrieved real images, is not offered).
 """
@@ -44,6 +46,7 @@ from actionbench.errors import (
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
 from methods.mechanics.latents import (
+    PREPROCESS,
     ExemplarLatents,
     image_tensor,
     latent_distribution,
@@ -153,6 +156,7 @@ class CustomDiffusion(ActionMethod):
         cache_dir: str = "results/cache",
         flip_p: float = 0.5,
         augment: bool = True,
+        preprocess: str = "squash",
         max_grad_norm: float = 1.0,
         use_8bit_adam: bool = False,
         log_every: int = 10,
@@ -162,6 +166,8 @@ class CustomDiffusion(ActionMethod):
                        gradient_accumulation_steps=gradient_accumulation_steps, max_train_steps=max_train_steps,
                        log_every=log_every)
         check_probability("method", flip_p=flip_p)
+        check_choice("method.preprocess", preprocess, PREPROCESS)
+        self.preprocess = preprocess
         self.modifier_token, self.initializer_token, self.freeze_model = modifier_token, initializer_token, freeze_model
         self.learning_rate = scaled_learning_rate(learning_rate, scale_lr, train_batch_size, gradient_accumulation_steps,
                                                   with_prior_preservation)
@@ -222,13 +228,13 @@ class CustomDiffusion(ActionMethod):
         batch of exemplars. Without augmentation the latents come from the cache; with it each image is rescaled
         and encoded now."""
         if not self.augment:
-            cached = ExemplarLatents(pipe.vae, images, resolution, mirrored=self.flip_p > 0)
+            cached = ExemplarLatents(pipe.vae, images, resolution, mirrored=self.flip_p > 0, preprocess=self.preprocess)
 
             def draw(index, flipped, captions, sampler, generator):
                 return cached.sample(index, flipped, generator), None, [captions[i] for i in index]
 
             return draw
-        pixels = torch.stack([image_tensor(image, resolution) for image in images])
+        pixels = torch.stack([image_tensor(image, resolution, self.preprocess) for image in images])
         factor = pipe.vae_scale_factor
 
         def draw(index, flipped, captions, sampler, generator):

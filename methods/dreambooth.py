@@ -15,9 +15,9 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from actionbench.errors import UserError, check_positive, check_probability
+from actionbench.errors import UserError, check_choice, check_positive, check_probability
 from methods.base import ActionMethod
-from methods.mechanics.latents import ExemplarLatents
+from methods.mechanics.latents import PREPROCESS, ExemplarLatents
 from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora, save_unet_lora
 from methods.mechanics.loss import instance_and_prior_loss
@@ -43,6 +43,7 @@ class DreamBooth(ActionMethod):
         num_class_images: int = 100,
         cache_dir: str = "results/cache",
         flip_p: float = 0.0,
+        preprocess: str = "random_crop",
         max_grad_norm: float = 1.0,
         gradient_checkpointing: bool = False,
         use_8bit_adam: bool = False,
@@ -53,6 +54,8 @@ class DreamBooth(ActionMethod):
         if lora and (not isinstance(rank, int) or rank < 1):
             raise UserError(f"method.rank={rank!r} must be an integer >= 1")
         check_probability("method", flip_p=flip_p)
+        check_choice("method.preprocess", preprocess, PREPROCESS)
+        self.preprocess = preprocess
         self.identifier, self.lora, self.rank = identifier, lora, rank
         self.learning_rate, self.batch_size, self.max_train_steps = learning_rate, train_batch_size, max_train_steps
         self.prior = PriorPreservation(with_prior_preservation, class_prompt, num_class_images, prior_loss_weight, cache_dir)
@@ -70,7 +73,8 @@ class DreamBooth(ActionMethod):
         embed = text_embedder(pipe)
         self.prior.prepare(model, embed)
         exemplars = task.action.exemplars
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0,
+                                  preprocess=self.preprocess)
         instance_embeds = embed([e.caption(self.identifier) for e in exemplars])
 
         if self.lora:

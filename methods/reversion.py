@@ -41,15 +41,15 @@ VERBS = (
 
 BASES = {"prepositions": PREPOSITIONS, "verbs": VERBS}
 
-# Words that are never negatives: they carry no appearance (articles, pronouns, auxiliaries, conjunctions) [ours,
-# as the reference keeps the descriptions' content words only]. Both bases' words are added to these.
-FUNCTION_WORDS = (
-    "a an the this that these those some any each every all both no not "
-    "i me my mine we us our ours you your yours he him his she her hers it its they them their theirs "
-    "myself yourself himself herself itself ourselves themselves who whom whose which what where when why how "
-    "is am are was were be been being has have had having do does did doing "
-    "can could will would shall should may might must "
-    "and or but nor so yet if then than as because while until very too just only also again there here"
+# Words that are never negatives: the reference's stop words (its templates/stop_words.py: NLTK's English
+# stop-word list, 127 words), to which the prepositions and the basis' words are added, as its train.py does.
+STOP_WORDS = (
+    "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers "
+    "herself it its itself they them their theirs themselves what which who whom this that these those am is are "
+    "was were be been being have has had having do does did doing a an the and but if or because as until while "
+    "of at by for with about against between into through during before after above below to from up down in out "
+    "on off over under again further then once here there when where why how all any both each few more most "
+    "other some such no nor not only own same so than too very s t can will just don should now"
 ).split()
 
 
@@ -126,7 +126,7 @@ class ReVersion(TextualInversion):
 
         # each positive word as its token ids (a word the tokenizer splits brings all its pieces, as the reference)
         self._positive_ids = [torch.tensor(pieces(w)) for w in self.positive_words]
-        never = {i for w in {*FUNCTION_WORDS, *PREPOSITIONS, *self.positive_words} for i in pieces(w)}
+        never = {i for w in {*STOP_WORDS, *PREPOSITIONS, *self.positive_words} for i in pieces(w)}
         never |= set(tokenizer.all_special_ids) | {tokenizer.pad_token_id}  # SD 2.x pads with "!", not end-of-text
         self._not_negative = torch.tensor(sorted(never))
 

@@ -13,10 +13,10 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import save
 
-from actionbench.errors import check_positive, check_probability
+from actionbench.errors import check_choice, check_positive, check_probability
 from actionbench.files import write_atomic
 from methods.base import ActionMethod
-from methods.mechanics.latents import ExemplarLatents
+from methods.mechanics.latents import PREPROCESS, ExemplarLatents
 from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.loss import noise_prediction_loss
 from methods.mechanics.tokens import TokenVectors, add_tokens, token_ids
@@ -35,6 +35,7 @@ class TextualInversion(ActionMethod):
         gradient_accumulation_steps: int = 1,
         max_train_steps: int = 3000,
         flip_p: float = 0.5,
+        preprocess: str = "squash",
         adam_beta1: float = 0.9,
         adam_beta2: float = 0.999,
         adam_weight_decay: float = 1e-2,
@@ -44,6 +45,8 @@ class TextualInversion(ActionMethod):
         check_positive("method", learning_rate=learning_rate, train_batch_size=train_batch_size, max_train_steps=max_train_steps,
                        gradient_accumulation_steps=gradient_accumulation_steps, log_every=log_every)
         check_probability("method", flip_p=flip_p)
+        check_choice("method.preprocess", preprocess, PREPROCESS)
+        self.preprocess = preprocess
         self.placeholder_token = placeholder_token
         self.initializer_token = initializer_token
         self.learning_rate = learning_rate * (train_batch_size * gradient_accumulation_steps if scale_lr else 1)
@@ -90,7 +93,8 @@ class TextualInversion(ActionMethod):
         tokens = TokenVectors(text_encoder, new_ids)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         exemplars = task.action.exemplars
-        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0)
+        latents = ExemplarLatents(pipe.vae, [e.load() for e in exemplars], model.resolution, mirrored=self.flip_p > 0,
+                                  preprocess=self.preprocess)
         input_ids = token_ids(pipe.tokenizer, [e.caption(token) for e in exemplars], device)
         optimizer = torch.optim.AdamW([tokens.vectors], lr=self.learning_rate, **self.adam)
         generator = torch.Generator(device).manual_seed(seed)

@@ -5,31 +5,34 @@ imitated from the exemplars, then a LoRA generation stage with an action-similar
    `extra_phrases`), filtered to the phrases the base model can draw; each phrase's token embeddings from
    the model's own embedding table, pooled into `num_tokens` groups; PCA per token position gives a mean
    and `num_bases` orthonormal bases.
-2. Imitation (stage 1): a frozen action encoder gives features of the exemplars: with `action_encoder.kind=clip`
-   (default) an open_clip model's pooled image embedding (OpenAI CLIP ViT-L/14 by default, never the run's
-   scorer); with `kind=pose` (the reference's) each exemplar's pose map through an openpose ControlNet's
-   conditioning embedding, averaged over space (`PoseEncoder`). One MLP per token
+2. Imitation (stage 1): a frozen action encoder gives one feature per exemplar. By default (`action_encoder.kind=
+   pose`, the reference's) each exemplar's pose map (the manifest's `pose:`, else OpenPose's reading of the image)
+   squashed to the model's square, in [-1, 1], through an openpose ControlNet's conditioning embedding, averaged
+   over space (`PoseEncoder`: 320 features for SD's ControlNets); with `kind=clip` an open_clip model's image
+   embedding (OpenAI CLIP ViT-L/14 by default, never the run's scorer). One MLP per token
    (Linear -> GELU -> L2-normalise -> Linear, Xavier init, as the reference) maps them to coefficients over
    that token's bases; the token is mean + coefficients @ bases, so it lies in the action space by
-   construction. With `imitation=per_action` (the reference's) the MLP reads one feature per action, the mean
-   of the exemplars' features, so training uses the very tokens generation uses; `per_exemplar` reads each
-   sample's own exemplar (its mirror image's feature when mirrored) and generates with the mean coefficients.
+   construction. How exemplars combine: the released code reads one precomputed feature per *action*
+   (`action_features.pt`, (1, 320) per action name; the code that makes it from the exemplars is not released,
+   its per-image function pools one map). Here `imitation=per_action` (default) feeds the MLP the mean of the
+   exemplars' features, so training uses the very tokens generation uses; `per_exemplar` reads each sample's
+   own exemplar (its mirror image's feature when mirrored) and generates with the mean coefficients.
    Only the MLPs train.
 3. Generation (stage 2): LoRA on the UNet (rank 8) and the MLPs train. In both stages the loss is the noise
    prediction loss plus `similarity_weight` x (1 - cosine) between the image encoder's features of the decoded
-   predicted clean image x̂0 and of the sample's exemplar (mirrored when it is trained mirrored), switched on
-   after `similarity_start` of each stage's steps, as the reference's single loop does (`similarity_stages=
-   second`: stage 2 only), for samples with timestep above `similarity_min_timestep` x T. Gradients are
-   clipped to norm `max_grad_norm`. The token path (MLP, text encoder) stays fp32 under `dtype=fp16|bf16`.
-   With `kind=pose` the similarity loss keeps the open_clip image encoder, as the reference computes it with
-   CLIP ViT-L/14 beside its pose encoder: a pose cannot be read from x̂0 without a pose detector, which is
-   neither differentiable nor made for the blurred images of high timesteps.
+   predicted clean image x̂0 and of the sample's exemplar (the very pixels it trains on: cropped and mirrored
+   alike), switched on after `similarity_start` of each stage's steps, as the reference's single loop does
+   (`similarity_stages=second`: stage 2 only), for samples with timestep above `similarity_min_timestep` x T.
+   The features (`similarity_features=pooled`, the reference's) are the vision tower's pooled output before its
+   projection, of [-1, 1] pixels resized to its input size (224 for ViT-L/14) without CLIP's normalisation;
+   `projected` takes open_clip's image embedding instead. Gradients are clipped to norm `max_grad_norm`. The token
+   path (MLP, text encoder) stays fp32 under `dtype=fp16|bf16`. With `kind=pose` the similarity loss keeps the
+   image encoder, as the reference computes it with CLIP ViT-L/14 beside its pose encoder.
+Exemplar images are prepared as the reference's (`preprocess=random_crop`: short side resized, a random square of
+the long side at every draw); the pose maps as its pose path (squashed whole, `action_encoder.preprocess`).
 
 Remaining deviations from the reference, with the reason:
-- Action encoder: `kind=pose` is the reference's (OpenPose maps through the openpose ControlNet's conditioning
-  embedding, 320-d), but reads the manifest's `pose:` maps where they exist (the detector only for the rest),
-  in [0, 1] as ControlNets are trained and driven, where the reference normalises them to [-1, 1] [ours]. The
-  default, `kind=clip`, is a CLIP image encoder, which needs neither a ControlNet nor pose maps [ours].
+- The pose encoder reads the manifest's `pose:` maps where they exist (the detector only for the rest) [ours].
 - The reference decodes the raw noise prediction as if it were a latent; we decode x̂0 (its quirk is a bug).
 - How a phrase becomes `num_tokens` vectors (contiguous slices of its tokens, averaged) and the drawability
   filter are ours: the paper is silent. Tokens are mean + c @ bases, starting at the initial word's
@@ -37,9 +40,9 @@ Remaining deviations from the reference, with the reason:
   that word's off-space part).
 - Steps, not epochs: 250 + 750 steps of batch 4 x 2 for the reference's 200 + 600 epochs of ~10 images.
 - Base model: SD 2.1 / the world model, not SDXL (num_bases capped by the text width and the phrases kept).
-Defaults that are ours: `action_encoder.kind`, the phrase filter (`phrase_filter`, `filter_*`), the step counts
-above, `flip_p` 0; the rest (rank 8, lr 2e-4, batch 4 x 2, 512 bases, MLP 640 hidden, similarity 0.15 from 40%
-for t > 0.8T, clipping at 1, per-action imitation) is the reference's.
+Defaults that are ours: the phrase filter (`phrase_filter`, `filter_*`), the step counts above, `flip_p` 0, bicubic
+resampling; the rest (the pose encoder, rank 8, lr 2e-4, batch 4 x 2, 512 bases, MLP 640 hidden, similarity
+0.15 from 40% for t > 0.8T on pooled features, clipping at 1, per-action imitation) is the reference's.
 
 Artifact: `learned_embeds.safetensors` (the tokens; `pipe.load_textual_inversion`), the LoRA in diffusers'
 format (`pipe.load_lora_weights`), and `imitation.safetensors` (MLPs, the coefficients the MLP gave for its
@@ -68,7 +71,7 @@ from actionbench.errors import (
 )
 from actionbench.files import write_atomic, write_json
 from methods.base import ActionMethod
-from methods.mechanics.latents import ExemplarLatents, image_tensor
+from methods.mechanics.latents import PREPROCESS, ExemplarLatents, image_tensor
 from methods.mechanics.loop import Resume, optimise
 from methods.mechanics.lora import add_unet_lora, save_unet_lora
 from methods.mechanics.loss import denoising_prediction, predicted_clean_latents
@@ -89,9 +92,16 @@ IMITATION_FILE = "imitation.safetensors"
 IMITATED_FILE = "imitated.pt"  # the stage-1 result (MLP, random generators), kept until the run ends
 IMITATION_CHOICES = ("per_action", "per_exemplar")
 SIMILARITY_STAGES = ("both", "second")
-DEFAULT_ENCODER = {"model_name": "ViT-L-14", "pretrained": "openai"}  # OpenAI CLIP ViT-L/14
+# the reference's: OpenPose maps through control_v11p_sd15_openpose's conditioning embedding; OpenAI CLIP ViT-L/14
+DEFAULT_ENCODER = {"kind": "pose", "model_name": "ViT-L-14", "pretrained": "openai",
+                   "controlnet": "lllyasviel/control_v11p_sd15_openpose", "detector": "lllyasviel/Annotators"}
 ENCODER_KEY = "method.action_encoder"
-ENCODER_KINDS = ("clip", "pose")  # what the imitation MLP reads: the exemplar images' CLIP features, or their pose maps
+ENCODER_KINDS = ("pose", "clip")  # what the imitation MLP reads: the exemplars' pose maps, or the images' CLIP features
+POSE_RANGES = {"signed": (-1.0, 1.0), "unit": (0.0, 1.0)}  # pose map pixels: the reference's [-1, 1], or [0, 1]
+POSE_PREPROCESS = ("squash", "centre_crop")  # a pose map to the model's square: the reference's squash, or a crop
+# the similarity loss's image features: the vision tower's pooled output before its projection on [-1, 1] pixels
+# (the reference's), or open_clip's projected image embedding on CLIP-normalised pixels
+SIMILARITY_FEATURES = ("pooled", "projected")
 # drawable: the base model draws it (see `drawability`); vocabulary: every token of it occurs in `vocabulary`,
 # the texts the model was trained on (a model too small to have met most words); none: keep every phrase.
 PHRASE_FILTERS = ("drawable", "vocabulary", "none")
@@ -157,15 +167,21 @@ class ImitationMLP(torch.nn.Module):
 
 class PoseEncoder:
     """The reference's action encoder: each exemplar's pose map through an openpose ControlNet's conditioning
-    embedding, averaged over space (320 features for SD's ControlNets). It reads the map, never the image, so
-    the exemplars' appearance cannot reach the tokens. Only the embedding is used, and it serves any base model
-    (the reference reads SD 1.5's ControlNet beside SDXL)."""
+    embedding, averaged over space (320 features for SD's ControlNets), one feature per exemplar. It reads the map,
+    never the image, so the exemplars' appearance cannot reach the tokens. Only the embedding is used, and it serves
+    any base model (the reference reads SD 1.5's ControlNet beside SDXL). As the reference, the map is squashed to
+    the model's square (`preprocess`) and enters in [-1, 1] (`pose_range`)."""
 
-    def __init__(self, controlnet: str | None, detector: str | None):
-        self.controlnet, self.detector = controlnet, detector
+    def __init__(self, controlnet: str | None, detector: str | None, include_hand: bool = False,
+                 pose_range: str = "signed", preprocess: str = "squash"):
+        check_choice(f"{ENCODER_KEY}.pose_range", pose_range, list(POSE_RANGES))
+        check_choice(f"{ENCODER_KEY}.preprocess", preprocess, POSE_PREPROCESS)
+        self.controlnet, self.detector, self.include_hand = controlnet, detector, include_hand
+        self.pose_range, self.preprocess = pose_range, preprocess
 
     def describe(self) -> dict:
-        return {"kind": "pose", "controlnet": self.controlnet, "detector": self.detector}
+        return {"kind": "pose", "controlnet": self.controlnet, "detector": self.detector,
+                "include_hand": self.include_hand, "pose_range": self.pose_range, "preprocess": self.preprocess}
 
     def check(self, task) -> None:
         check_controlnet(self.controlnet, f"{ENCODER_KEY}.controlnet")
@@ -173,12 +189,14 @@ class PoseEncoder:
 
     @torch.no_grad()
     def encode(self, model, exemplars, mirrored: bool) -> torch.Tensor:
-        """(exemplars, channels) fp32, then the mirrored maps' rows when `mirrored`. The maps (the manifest's, or
-        the detector's) are resized and cropped as the exemplar images are, in [0, 1] as ControlNets read them."""
+        """(exemplars, channels) fp32, then the mirrored maps' rows when `mirrored`. The maps are the manifest's, or
+        the detector's reading of the whole exemplar image."""
         dtype = model.pipe.unet.dtype
         embedding = read_controlnet(self.controlnet, f"{ENCODER_KEY}.controlnet", dtype).controlnet_cond_embedding
-        maps = pose_maps(exemplars, self.detector, f"{ENCODER_KEY}.detector")
-        pixels = (torch.stack([image_tensor(m, model.resolution) for m in maps]) + 1) / 2
+        maps = pose_maps(exemplars, self.detector, f"{ENCODER_KEY}.detector", include_hand=self.include_hand)
+        low, high = POSE_RANGES[self.pose_range]
+        pixels = torch.stack([image_tensor(m, model.resolution, self.preprocess) for m in maps])  # in [-1, 1]
+        pixels = low + (pixels + 1) / 2 * (high - low)
         if mirrored:
             pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: map i mirrored
         return embedding.to(model.device)(pixels.to(model.device, dtype)).float().mean((2, 3))
@@ -211,6 +229,8 @@ class TwinAct(ActionMethod):
         similarity_min_timestep: float = 0.8,
         similarity_stages: str = "both",
         imitation: str = "per_action",
+        similarity_features: str = "pooled",
+        preprocess: str = "random_crop",
         max_grad_norm: float = 1.0,
         flip_p: float = 0.0,
         use_8bit_adam: bool = False,
@@ -228,17 +248,22 @@ class TwinAct(ActionMethod):
         check_choice("method.phrase_filter", phrase_filter, PHRASE_FILTERS)
         check_choice("method.similarity_stages", similarity_stages, SIMILARITY_STAGES)
         check_choice("method.imitation", imitation, IMITATION_CHOICES)
+        check_choice("method.similarity_features", similarity_features, SIMILARITY_FEATURES)
+        check_choice("method.preprocess", preprocess, PREPROCESS)
         if phrase_filter == "vocabulary" and not vocabulary:
             raise UserError("method.phrase_filter=vocabulary needs method.vocabulary: the texts the model was trained on")
         if "{phrase}" not in filter_prompt:
             raise UserError(f"method.filter_prompt={filter_prompt!r} must contain {{phrase}}")
-        encoder = dict(action_encoder or DEFAULT_ENCODER)
-        kind = encoder.get("kind", "clip")
-        check_choice(f"{ENCODER_KEY}.kind", kind, ENCODER_KINDS)
+        encoder = {**DEFAULT_ENCODER, **(action_encoder or {})}
+        check_choice(f"{ENCODER_KEY}.kind", encoder["kind"], ENCODER_KINDS)
         # the image encoder: the similarity loss's and the phrase filter's with either kind, the imitation's with clip
         self.encoder = OpenClip(encoder["model_name"], encoder.get("pretrained"), key=ENCODER_KEY,
                                 seed=encoder.get("seed", 0))
-        self.pose = PoseEncoder(encoder.get("controlnet"), encoder.get("detector")) if kind == "pose" else None
+        self.pose = None
+        if encoder["kind"] == "pose":
+            self.pose = PoseEncoder(encoder["controlnet"], encoder["detector"], encoder.get("include_hand", False),
+                                    encoder.get("pose_range", "signed"), encoder.get("preprocess", "squash"))
+        self.similarity_features, self.preprocess = similarity_features, preprocess
         self.placeholder_token, self.num_tokens, self.initializer_token = placeholder_token, num_tokens, initializer_token
         self.phrases = list(dict.fromkeys(read_phrases(phrases or PHRASES_FILE) + [p for p in extra_phrases if p]))
         self.filter = dict(kind=phrase_filter, prompt=filter_prompt, margin=filter_margin, samples=filter_samples)
@@ -330,7 +355,7 @@ class TwinAct(ActionMethod):
         mean, bases, info = self.action_space(model)  # before any new token exists
         exemplars, n = task.action.exemplars, len(task.action.exemplars)
         images = [e.load() for e in exemplars]
-        features, targets = self.exemplar_features(model, exemplars, images)
+        features = self.exemplar_features(model, exemplars, images)
         action_feature = features[:n].mean(0, keepdim=True)  # one feature per action (imitation=per_action)
         model_dtype = unet.dtype
         text_encoder = pipe.text_encoder.to(torch.float32)
@@ -349,7 +374,7 @@ class TwinAct(ActionMethod):
             return mean + torch.einsum("btr,trw->btw", coefficients(inputs), bases)
 
         override = EmbeddingOverride(text_encoder, new_ids)
-        latents = ExemplarLatents(pipe.vae, images, model.resolution, mirrored=self.flip_p > 0)
+        latents = ExemplarLatents(pipe.vae, images, model.resolution, mirrored=self.flip_p > 0, preprocess=self.preprocess)
         input_ids = token_ids(pipe.tokenizer, [e.caption(" ".join(tokens)) for e in exemplars], device)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         generator = torch.Generator(device).manual_seed(seed)
@@ -364,8 +389,9 @@ class TwinAct(ActionMethod):
             with override(token_vectors(inputs)):  # the trained token path in fp32, outside autocast
                 hidden = text_encoder(input_ids[index.to(device)])[0]
             with mixed_precision(device, model_dtype):  # the frozen UNet, VAE and encoder in their dtype
-                return self.generation_loss(model, scheduler, latents.sample(index, flipped, generator), hidden,
-                                            targets[rows], generator, schedule["similarity"])
+                drawn, pixels = latents.batch(index, flipped, generator)
+                return self.generation_loss(model, scheduler, drawn, hidden, pixels.to(device), generator,
+                                            schedule["similarity"])
 
         def stage(params: list, steps: int, name: str, resume: Resume, similarity: bool) -> None:
             """One stage's optimisation; `similarity`: whether its similarity loss switches on part-way."""
@@ -408,17 +434,22 @@ class TwinAct(ActionMethod):
         imitated.unlink(missing_ok=True)  # the run is over: stage 1 is in the artifact
 
     @torch.no_grad()
-    def exemplar_features(self, model, exemplars, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """(what the imitation MLP reads, the similarity loss's targets): a row per exemplar, then a row per mirror
-        image when flip_p > 0. Targets are the image encoder's features of the images; the MLP reads them too,
-        or with the pose encoder the exemplars' pose features."""
-        pixels = torch.stack([image_tensor(image, model.resolution) for image in images]).to(model.device)
+    def exemplar_features(self, model, exemplars, images) -> torch.Tensor:
+        """What the imitation MLP reads: a row per exemplar, then a row per mirror image when flip_p > 0; the pose
+        encoder's features of the exemplars' pose maps, or (kind=clip) the image encoder's embedding of the images
+        (their centre square where training crops at random)."""
+        if self.pose is not None:
+            return self.pose.encode(model, exemplars, mirrored=self.flip_p > 0)
+        pixels = torch.stack([image_tensor(image, model.resolution, self.preprocess) for image in images])
         if self.flip_p > 0:
             pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: exemplar i mirrored
-        targets = self.encoder.encode_pixels(pixels, model.device)
-        if self.pose is None:
-            return targets, targets
-        return self.pose.encode(model, exemplars, mirrored=self.flip_p > 0), targets
+        return self.encoder.encode_pixels(pixels.to(model.device), model.device)
+
+    def image_features(self, pixels: torch.Tensor, device) -> torch.Tensor:
+        """The similarity loss's unit-norm features of images in [-1, 1] (`similarity_features`)."""
+        if self.similarity_features == "pooled":
+            return self.encoder.pooled_pixels(pixels, device)
+        return self.encoder.encode_pixels(pixels, device)
 
     @staticmethod
     def save_imitated(path: Path, mlp, generators) -> None:
@@ -433,9 +464,10 @@ class TwinAct(ActionMethod):
         for generator, saved in zip(generators, state["generators"]):
             generator.set_state(saved)
 
-    def generation_loss(self, model, scheduler, latents, hidden, exemplar_features, generator, similarity_weight: float):
+    def generation_loss(self, model, scheduler, latents, hidden, exemplar_pixels, generator, similarity_weight: float):
         """Noise-prediction loss, plus similarity_weight x the mean (1 - cosine) between the image encoder's
-        features of the decoded x̂0 and of the sample's exemplar, over samples with t > min_timestep x T."""
+        features of the decoded x̂0 and of the sample's exemplar (`exemplar_pixels`: the very pixels its latents
+        were drawn from, mirrored or cropped alike), over samples with t > min_timestep x T."""
         prediction, target, noisy, timesteps = denoising_prediction(model.pipe.unet, scheduler, latents, hidden, generator)
         loss = torch.nn.functional.mse_loss(prediction, target)
         chosen = timesteps > self.similarity["min_timestep"] * scheduler.config.num_train_timesteps
@@ -443,7 +475,9 @@ class TwinAct(ActionMethod):
             vae = model.pipe.vae
             clean = predicted_clean_latents(scheduler, noisy[chosen], prediction[chosen], timesteps[chosen])
             pixels = vae.decode((clean / vae.config.scaling_factor).to(vae.dtype)).sample
-            cosine = (self.encoder.encode_pixels(pixels, model.device) * exemplar_features[chosen]).sum(-1)
+            with torch.no_grad():
+                targets = self.image_features(exemplar_pixels[chosen], model.device)
+            cosine = (self.image_features(pixels, model.device) * targets).sum(-1)
             loss = loss + similarity_weight * (1 - cosine).mean()
         return loss
 

@@ -65,14 +65,15 @@ TWINACT_PHRASES = ["raising the right hand", "saluting", "kicking a leg forward"
 
 
 def short_twinact(tmp_path: Path, **overrides):
-    """TwinAct on a 15-phrase list with the tiny random CLIP, a small MLP and a few steps per stage."""
+    """TwinAct on a 15-phrase list with the tiny random CLIP (which the CLIP kind's imitation reads: the tiny model
+    has no pose ControlNet of its own), a small MLP and a few steps per stage."""
     from methods.twinact import TwinAct
 
     phrases = tmp_path / "phrases.txt"
     phrases.write_text("# a test list\n" + "\n".join(TWINACT_PHRASES) + "\n")
     settings = dict(phrases=str(phrases), phrase_filter="none", num_bases=6, mlp_hidden=16, imitation_steps=2,
                     max_train_steps=4, train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-2,
-                    action_encoder={"model_name": "ActionBench-Tiny-CLIP", "pretrained": None},
+                    action_encoder={"kind": "clip", "model_name": "ActionBench-Tiny-CLIP", "pretrained": None},
                     cache_dir=str(tmp_path / "cache"))
     return TwinAct(**{**settings, **overrides})
 

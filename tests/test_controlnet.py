@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from conftest import compose_config, posed_mini, tiny_controlnet
+from diffusers import ControlNetModel
 from PIL import Image
 
 import methods.mechanics.pose
@@ -62,13 +63,68 @@ def test_without_the_detector_installed_an_unposed_exemplar_is_named(mini_task):
 def test_exemplars_without_a_pose_map_are_read_by_the_detector(mini_task, tiny_model, tmp_path, monkeypatch):
     seen = []
 
-    def detector(source, key):
-        seen.append(source)
+    def detector(source, key, include_hand):
+        seen.append((source, include_hand))
         return lambda image: Image.fromarray(255 - np.asarray(image))
 
     monkeypatch.setattr(methods.mechanics.pose, "load_detector", detector)
-    method = ControlNetPose(tiny_controlnet(tiny_model, tmp_path / "controlnet"), detector="annotators")
+    method = ControlNetPose(tiny_controlnet(tiny_model, tmp_path / "controlnet"), detector="annotators", include_hand=True)
     method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
-    assert seen == ["annotators"]
+    assert seen == [("annotators", True)], "the hands as configured"
     for i, exemplar in enumerate(mini_task.action.exemplars):
         assert np.array_equal(np.asarray(method.poses[i]), 255 - np.asarray(exemplar.load()))
+
+
+def test_the_detector_draws_the_hands_only_when_asked(monkeypatch):
+    """include_hand reaches controlnet_aux's call; its default, and the config's, is body only."""
+    import sys
+    import types
+
+    calls = []
+
+    class Detector:
+        @classmethod
+        def from_pretrained(cls, source):
+            return cls()
+
+        def __call__(self, image, **options):
+            calls.append(options)
+            return image
+
+    monkeypatch.setitem(sys.modules, "controlnet_aux", types.SimpleNamespace(OpenposeDetector=Detector))
+    image = Image.new("RGB", (8, 8))
+    methods.mechanics.pose.load_detector("annotators", "method.detector")(image)
+    methods.mechanics.pose.load_detector("annotators", "method.detector", include_hand=True)(image)
+    assert [c["include_hand"] for c in calls] == [False, True] and not any(c["include_face"] for c in calls)
+    assert compose_config(["method=controlnet", "suite=actionbench"]).method.include_hand is False
+
+
+def test_a_controlnet_for_another_base_model_is_refused(tiny_model, tmp_path, monkeypatch):
+    """By the architecture it shares with the UNet, and, where its training base is known, by that base's
+    prediction type and sample size: SD 2.1's 512 px base and 768 px v-prediction model share their architecture."""
+    from methods.controlnet import load_controlnet
+
+    folder = tiny_controlnet(tiny_model, tmp_path / "controlnet")
+    assert load_controlnet(folder, tiny_model) is not None, "the tiny model's own ControlNet, nothing known of its base"
+    own = {"prediction_type": tiny_model.pipe.scheduler.config.prediction_type,
+           "sample_size": tiny_model.pipe.unet.config.sample_size}
+    known = {str((tmp_path / "controlnet").resolve()): own}
+    monkeypatch.setattr(methods.mechanics.pose, "TRAINED_FOR", known)
+    assert load_controlnet(folder, tiny_model) is not None
+    other = "v_prediction" if own["prediction_type"] == "epsilon" else "epsilon"
+    known[str((tmp_path / "controlnet").resolve())] = {**own, "prediction_type": other}
+    with pytest.raises(UserError, match=f"another base model: trained for prediction_type {other}"):
+        load_controlnet(folder, tiny_model)
+    known[str((tmp_path / "controlnet").resolve())] = {**own, "sample_size": 96}
+    with pytest.raises(UserError, match=rf"trained for sample_size 96 \(the model's {own['sample_size']}\)"):
+        load_controlnet(folder, tiny_model)
+    config = dict(ControlNetModel.load_config(folder), cross_attention_dim=48, block_out_channels=[8, 16])
+    with pytest.raises(UserError, match=r"block_out_channels \[8, 16\].*cross_attention_dim 48"):
+        methods.mechanics.pose.check_compatible(folder, config, tiny_model, "method.controlnet")
+
+
+def test_the_default_sd21_controlnet_is_declared_for_the_512_px_base():
+    assert methods.mechanics.pose.TRAINED_FOR["thibaud/controlnet-sd21-openpose-diffusers"] == {
+        "prediction_type": "epsilon", "sample_size": 64}
+    assert compose_config(["method=controlnet", "suite=actionbench"]).method.controlnet == \
+        "thibaud/controlnet-sd21-openpose-diffusers"

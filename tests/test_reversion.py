@@ -84,6 +84,27 @@ def test_steering_sets_are_drawn_basis_words_and_the_descriptions_content_words(
         ReVersion(basis="adverbs")
 
 
+def test_negatives_leave_out_the_references_stop_words_and_nothing_else(tiny_model):
+    """The reference's list (NLTK's English stop words) is what is left out: "own", "few", "further" and "s" are
+    stop words there (never negatives); "could", "every" and "yet" are not (negatives, as in the reference)."""
+    pipe = tiny_model.pipe
+    assert len(reversion.STOP_WORDS) == len(set(reversion.STOP_WORDS)) == 127
+    assert {"own", "few", "further", "s", "t", "don"} <= set(reversion.STOP_WORDS)
+    assert not {"could", "every", "yet", "must"} & set(reversion.STOP_WORDS)
+    method = ReVersion(num_positives=1)
+    method.prepare(pipe.tokenizer)
+    new_ids = add_tokens(pipe.tokenizer, pipe.text_encoder, ["<salute>"], "and", [])
+    tokens = TokenVectors(pipe.text_encoder, new_ids)
+    try:
+        ids = token_ids(pipe.tokenizer, ["few could own every dog further yet <salute>"], "cpu")
+        _, negatives = method.steering_sets(tokens, ids, torch.Generator().manual_seed(0))
+        table = pipe.text_encoder.get_input_embeddings().weight.detach()
+        words = ["could", "every", "dog", "yet"]
+        assert torch.equal(negatives, table[[pipe.tokenizer.convert_tokens_to_ids(w + "</w>") for w in words]])
+    finally:
+        tokens.done()
+
+
 def test_only_the_new_row_trains_and_both_additions_take_part(tiny_model, mini_task, tmp_path, monkeypatch):
     densities, steers = [], []
     draw, steer = loss_module.draw_timesteps, reversion.steering_loss

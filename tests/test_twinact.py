@@ -194,7 +194,7 @@ def test_per_action_imitation_trains_with_the_tokens_it_generates_with(imitation
                         lambda self, features: (inputs.append(features.detach().clone()), forward(self, features))[1])
     method = short_twinact(tmp_path, imitation=imitation)
     method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
-    pixels = torch.stack([image_tensor(e.load(), 32) for e in mini_task.action.exemplars])
+    pixels = torch.stack([image_tensor(e.load(), 32, "centre_crop") for e in mini_task.action.exemplars])
     features = method.encoder.encode_pixels(pixels, torch.device("cpu"))
     assert len(inputs) == 2 + 4 + 1  # each step of both stages, then the tokens to generate with
     if imitation == "per_action":
@@ -205,17 +205,16 @@ def test_per_action_imitation_trains_with_the_tokens_it_generates_with(imitation
         assert any(not torch.equal(batch[0], batch[1]) for batch in inputs[:-1])
 
 
-def test_similarity_target_is_the_mirror_images_feature_when_mirrored(tiny_model, mini_task, tmp_path, monkeypatch):
+def test_similarity_target_is_the_mirror_image_when_mirrored(tiny_model, mini_task, tmp_path, monkeypatch):
+    """The similarity loss's target pixels are those the sample's latents were drawn from: the mirror image."""
     method = short_twinact(tmp_path, flip_p=1.0, imitation="per_exemplar")
     targets = []
     loss = method.generation_loss
     monkeypatch.setattr(method, "generation_loss", lambda *args: (targets.append(args[4]), loss(*args))[1])
     method.train(tiny_model, mini_task, 0, tmp_path / "artifact")
-    pixels = torch.stack([image_tensor(e.load(), 32) for e in mini_task.action.exemplars])
-    cpu = torch.device("cpu")
-    mirrored, plain = method.encoder.encode_pixels(pixels.flip(-1), cpu), method.encoder.encode_pixels(pixels, cpu)
+    pixels = torch.stack([image_tensor(e.load(), 32, "centre_crop") for e in mini_task.action.exemplars])
     for target in torch.cat(targets):
-        assert (target - mirrored).abs().amax(1).min() < 1e-5 and (target - plain).abs().amax(1).min() > 1e-4
+        assert any(torch.equal(target, p) for p in pixels.flip(-1)) and not any(torch.equal(target, p) for p in pixels)
 
 
 def test_the_token_path_stays_fp32_under_half_precision(mini_task, tmp_path):
@@ -315,16 +314,16 @@ def test_similarity_loss_counts_only_samples_above_the_timestep_gate(tiny_model,
     noisy, prediction, target = torch.randn(3, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     timesteps = torch.tensor([100, 750, 751, 999])
     monkeypatch.setattr(methods.twinact, "denoising_prediction", lambda *args: (prediction, target, noisy, timesteps))
-    features = torch.nn.functional.normalize(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
+    exemplars = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
     def loss(weight):
-        return method.generation_loss(tiny_model, scheduler, None, None, features, None, weight)
+        return method.generation_loss(tiny_model, scheduler, None, None, exemplars, None, weight)
 
     vae = tiny_model.pipe.vae
     clean = predicted_clean_latents(scheduler, noisy[2:], prediction[2:], timesteps[2:])
     with torch.no_grad():
         pixels = vae.decode(clean / vae.config.scaling_factor).sample
-        cosine = (method.encoder.encode_pixels(pixels, cpu) * features[2:]).sum(-1)
+        cosine = (method.encoder.pooled_pixels(pixels, cpu) * method.encoder.pooled_pixels(exemplars[2:], cpu)).sum(-1)
         assert loss(0.0) == pytest.approx(torch.nn.functional.mse_loss(prediction, target).item())
         assert (loss(0.5) - loss(0.0)).item() == pytest.approx(0.5 * (1 - cosine).mean().item(), abs=1e-6)
 
@@ -355,35 +354,55 @@ def test_bad_settings_are_refused(tmp_path):
 def pose_twinact(tmp_path, controlnet, **overrides):
     """short_twinact with the pose encoder reading `controlnet`; every exemplar must have its pose map."""
     encoder = {"kind": "pose", "model_name": "ActionBench-Tiny-CLIP", "pretrained": None, "controlnet": controlnet,
-               "detector": None}
+               "detector": None, "pose_range": overrides.pop("pose_range", "signed"),
+               "preprocess": overrides.pop("pose_preprocess", "squash")}
     return short_twinact(tmp_path, action_encoder=encoder, **overrides)
 
 
-def test_pose_features_are_the_pooled_conditioning_embedding_of_the_pose_maps(mini_root, tiny_model, tmp_path):
-    """Against a hand computation: each map in [0, 1] through the ControlNet's conditioning embedding, averaged
-    over space, then the mirrored maps' when mirrored; the similarity targets stay the image encoder's."""
-    from diffusers import ControlNetModel
-
+@pytest.mark.parametrize("pose_range, low", [("signed", -1.0), ("unit", 0.0)])
+def test_pose_features_are_the_pooled_conditioning_embedding_of_the_pose_maps(pose_range, low, mini_root, tiny_model,
+                                                                              tmp_path):
+    """Against a hand computation: each map in [-1, 1] (the reference's; unit: [0, 1]) through the ControlNet's
+    conditioning embedding, averaged over space, one row per exemplar, then the mirrored maps' when mirrored."""
     task = load_task("mini", str(posed_mini(mini_root, tmp_path)), "salute")
     folder = tiny_controlnet(tiny_model, tmp_path / "controlnet")
     exemplars = task.action.exemplars
-    images = [e.load() for e in exemplars]
     maps = torch.stack([torch.from_numpy(np.array(Image.open(e.pose).convert("RGB"))).permute(2, 0, 1) / 255.0
                         for e in exemplars])
+    maps = low + maps * (1 - low)
     embedding = ControlNetModel.from_pretrained(folder).controlnet_cond_embedding
     with torch.no_grad():
         expected = embedding(torch.cat([maps, maps.flip(-1)])).mean((2, 3))
-    features, targets = pose_twinact(tmp_path, folder, flip_p=1.0).exemplar_features(tiny_model, exemplars, images)
+    method = pose_twinact(tmp_path, folder, flip_p=1.0, pose_range=pose_range)
+    features = method.exemplar_features(tiny_model, exemplars, [e.load() for e in exemplars])
     assert features.shape == (6, 32)  # the tiny UNet's first block width, as SD's is 320
-    assert torch.allclose(features, expected, atol=1e-6)
-    pixels = torch.stack([image_tensor(image, 32) for image in images])
-    clip = short_twinact(tmp_path).encoder.encode_pixels(torch.cat([pixels, pixels.flip(-1)]), torch.device("cpu"))
-    assert torch.allclose(targets, clip, atol=1e-6)
+    assert torch.allclose(features, expected, atol=1e-5)
+
+
+def test_pose_maps_are_squashed_whole_as_the_reference(mini_root, tiny_model, tmp_path):
+    """A tall pose map whose raised hand is at the very top: the encoder reads it squashed (the reference's
+    geometry), the hand kept; a centre crop (`action_encoder.preprocess=centre_crop`) cuts the hand off."""
+    task = load_task("mini", str(posed_mini(mini_root, tmp_path)), "salute")
+    tall = tmp_path / "tall.png"
+    pose = Image.new("RGB", (32, 64))
+    pose.paste((255, 170, 0), (14, 20, 18, 44))  # the body, in the middle
+    pose.paste((0, 255, 85), (14, 0, 18, 8))  # the raised hand (the only full green), in the top eighth
+    pose.save(tall)
+    squashed, cropped = (image_tensor(Image.open(tall), 32, p) for p in ("squash", "centre_crop"))
+    assert (squashed[1, :4] > 0.9).any() and not (cropped[1] > 0.9).any()
+    exemplar = dataclasses.replace(task.action.exemplars[0], pose=tall)
+    folder = tiny_controlnet(tiny_model, tmp_path / "controlnet")
+    embedding = ControlNetModel.from_pretrained(folder).controlnet_cond_embedding
+    with torch.no_grad():
+        expected = embedding(squashed[None]).mean((2, 3))
+    features = pose_twinact(tmp_path, folder).exemplar_features(tiny_model, [exemplar], [exemplar.load()])
+    assert torch.allclose(features, expected, atol=1e-5)
+    crop = pose_twinact(tmp_path, folder, pose_preprocess="centre_crop")
+    assert (features - crop.exemplar_features(tiny_model, [exemplar], [exemplar.load()])).abs().max() > 1e-4
 
 
 def test_pose_features_read_the_pose_and_not_the_appearance(mini_root, tiny_model, tmp_path):
-    """Another pose map, other features; the same pose map under another exemplar image, the same features
-    (while the image encoder's similarity targets change with the image)."""
+    """Another pose map, other features; the same pose map under another exemplar image, the same features."""
     task = load_task("mini", str(posed_mini(mini_root, tmp_path)), "salute")
     method = pose_twinact(tmp_path, tiny_controlnet(tiny_model, tmp_path / "controlnet"))
     first = task.action.exemplars[0]
@@ -393,10 +412,27 @@ def test_pose_features_read_the_pose_and_not_the_appearance(mini_root, tiny_mode
     pose.save(lying)
     other_image = load_task("mini", str(mini_root), "squat").action.exemplars[1].image
     exemplars = [first, dataclasses.replace(first, pose=lying), dataclasses.replace(first, image=other_image)]
-    features, targets = method.exemplar_features(tiny_model, exemplars, [e.load() for e in exemplars])
+    features = method.exemplar_features(tiny_model, exemplars, [e.load() for e in exemplars])
     assert (features[0] - features[1]).abs().max() > 1e-3, "two poses, two features"
     assert torch.equal(features[0], features[2]), "one pose under two images, one feature"
-    assert (targets[0] - targets[2]).abs().max() > 1e-3
+
+
+def test_similarity_features_are_the_pooled_output_before_the_projection(tmp_path):
+    """pooled: the vision tower's pooled output with its projection left out, of [-1, 1] pixels as they are (no
+    CLIP normalisation); that output times the projection is open_clip's image embedding; the tower is left with
+    its projection."""
+    encoder, cpu = short_twinact(tmp_path).encoder, torch.device("cpu")
+    model, _, _ = encoder.load(cpu)
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # at the input size
+    pooled = encoder.pooled_pixels(pixels, cpu)
+    with torch.no_grad():
+        assert torch.allclose(torch.nn.functional.normalize(model.encode_image(pixels), dim=-1),
+                              torch.nn.functional.normalize(pooled @ model.visual.proj, dim=-1), atol=1e-5)
+    assert pooled.shape[1] == model.visual.proj.shape[0] != model.visual.proj.shape[1], "the tower's own width"
+    assert model.visual.proj is not None
+    assert (pooled - encoder.pooled_pixels((pixels + 1) / 2, cpu)).abs().max() > 1e-3, "the pixels enter as given"
+    method = short_twinact(tmp_path, similarity_features="projected")
+    assert torch.equal(method.image_features(pixels, cpu), encoder.encode_pixels(pixels, cpu))
 
 
 def test_a_missing_controlnet_or_pose_map_is_named_before_any_model_loads(mini_root, tmp_path, monkeypatch):
@@ -415,10 +451,17 @@ def test_a_missing_controlnet_or_pose_map_is_named_before_any_model_loads(mini_r
                             "method.action_encoder.detector=null"]))
 
 
-def test_the_world_pose_encoder_reads_the_worlds_controlnet_without_a_detector():
-    encoder = compose_config(["method=twinact", "suite=world", "method.action_encoder.kind=pose"]).method.action_encoder
+def test_the_default_is_the_reference_pose_encoder_and_in_the_world_it_reads_the_worlds_controlnet():
+    method = compose_config(["method=twinact", "suite=actionbench"]).method
+    encoder = method.action_encoder
+    assert (encoder.kind, encoder.controlnet, encoder.pose_range, encoder.preprocess, encoder.include_hand) == (
+        "pose", "lllyasviel/control_v11p_sd15_openpose", "signed", "squash", False)
+    assert (method.similarity_features, method.preprocess) == ("pooled", "random_crop")
+    assert (encoder.model_name, encoder.pretrained) == ("ViT-L-14", "openai")
+    encoder = compose_config(["method=twinact", "suite=world"]).method.action_encoder
     assert (encoder.kind, encoder.controlnet, encoder.detector) == ("pose", str(CONTROLNET), None)
     assert encoder.model_name == "ActionBench-World-CLIP", "the similarity loss keeps the world's second CLIP"
+    assert isinstance(TwinAct(phrase_filter="none").pose, methods.twinact.PoseEncoder), "the class's default too"
 
 
 def test_a_tiny_run_with_the_pose_encoder_trains_on_the_pose_features(mini_root, tiny_model, tmp_path):

@@ -84,7 +84,9 @@ class PriorPreservation:
         self.latents = self.embeds = None
         if self.enabled:
             images, _ = class_images(model, self.prompt, self.count, self.cache_dir)
-            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution, mirrored=self.flip_p > 0)
+            # class images are drawn at the model's square: every preprocessing leaves them as they are
+            self.latents = ExemplarLatents(model.pipe.vae, images, model.resolution, mirrored=self.flip_p > 0,
+                                           preprocess="squash")
             self.embeds = text_embeds([self.prompt]).float()
 
     def batch(self, size: int, sampler: torch.Generator, generator: torch.Generator):
