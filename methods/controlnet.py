@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from actionbench.errors import UserError
 from actionbench.files import write_atomic
 from actionbench.models import TextToImageModel
 from methods.base import ActionMethod

@@ -15,12 +15,11 @@ from actionbench.models import looks_local
 # What a ControlNet's config does not record: the base model it was trained beside, as its prediction type and latent
 # sample size. thibaud's SD 2.1 ControlNets: their card has the webui read them with ControlNet's cldm_v21.yaml, the
 # epsilon-prediction config at 64-latent (512 px) images, i.e. SD 2.1 base, not the 768 px v-prediction SD 2.1.
-# lllyasviel's are SD 1.5's (epsilon, 512 px); the world's is trained beside the world model.
+# lllyasviel's are SD 1.5's (epsilon, 512 px). A local folder (the world's) is checked by its architecture alone.
 TRAINED_FOR = {
     "thibaud/controlnet-sd21-openpose-diffusers": {"prediction_type": "epsilon", "sample_size": 64},
     "lllyasviel/control_v11p_sd15_openpose": {"prediction_type": "epsilon", "sample_size": 64},
     "lllyasviel/sd-controlnet-openpose": {"prediction_type": "epsilon", "sample_size": 64},
-    str(CONTROLNET.resolve()): {"prediction_type": "v_prediction", "sample_size": 8},
 }
 # config keys a ControlNet shares with the UNet it was made from; any difference means another base model
 ARCHITECTURE = ("in_channels", "block_out_channels", "layers_per_block", "down_block_types", "cross_attention_dim")
