@@ -386,7 +386,7 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
 
 PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-only baseline) on the same images "
                 "(same action, seed, subject, sample: the same initial noise), in points, [95% bootstrap interval: the "
-                "paired runs resampled within each action, then the paired images]; `python -m eval.paired` prints "
+                "paired runs resampled within each action, then the paired images]; `python -m actionbench.compare` prints "
                 "these and any other pair (`pairs=[twinact:adi]`, `actions=[salute]`).\n\n")
 
 

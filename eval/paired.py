@@ -2,19 +2,13 @@
 images. Every method draws each (action, seed, subject, sample) from the same initial noise, so two
 methods' images pair one to one; the difference is taken image by image, and its 95% interval resamples
 the paired runs (action x seed) within each action, then the paired images within runs (eval/bootstrap.py),
-as the board's intervals do. Each method is set against the prompt-only baseline `sd`, and any pair asked.
-
-    python -m eval.paired [results_dir=results] [pairs=[twinact:adi]] [actions=[salute]] [baseline=sd]
-                          [bootstrap=2000] [seed=0]
+as the board's intervals do. Each method is set against the prompt-only baseline `sd`, and any pair asked
+(`python -m actionbench.compare`, which reads the records).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pandas as pd
-from omegaconf import OmegaConf
 
 from eval import bootstrap
 
@@ -74,35 +68,3 @@ def markdown(table: pd.DataFrame) -> str:
             lines.append(f"| {row.method} | {row.against} | {row.runs} | {row.pairs} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
-
-
-def _pair(text: str) -> tuple[str, str]:
-    first, sep, second = str(text).partition(":")
-    if not sep or not first or not second:
-        raise SystemExit(f"pairs: {text!r} is not FIRST:SECOND (two board method labels, e.g. twinact:adi)")
-    return first, second
-
-
-def main(argv: list[str]) -> None:
-    from actionbench.leaderboard import read_records  # the board's reader (it imports this module's siblings)
-
-    cfg = OmegaConf.merge({"results_dir": "results", "pairs": [], "actions": None, "baseline": "sd",
-                           "bootstrap": 2000, "seed": 0}, OmegaConf.from_cli(argv))
-    images, skipped = read_records(Path(cfg.results_dir))
-    for message in skipped:
-        print(message, file=sys.stderr)
-    if images.empty:
-        raise SystemExit(f"no complete records under {cfg.results_dir}")
-    if cfg.actions:
-        unknown = sorted(set(cfg.actions) - set(images.run_action))
-        if unknown:
-            raise SystemExit(f"actions={unknown}: no records of them; actions there: {sorted(images.run_action.unique())}")
-        images = images[images.run_action.isin(list(cfg.actions))]
-    table = comparisons(images, [_pair(p) for p in cfg.pairs], cfg.baseline, cfg.bootstrap, cfg.seed)
-    if table.empty:
-        raise SystemExit("no two methods share images (same action, seed, subject and sample) to compare")
-    print(markdown(table))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = {"actionbench.run", "actionbench.convergence", "actionbench.leaderboard", "actionbench.judge"}
+ENTRY_POINTS = {"actionbench.run", "actionbench.convergence", "actionbench.leaderboard", "actionbench.judge",
+                "actionbench.compare"}
 # What each layer may import from the project; anything outside these packages (torch, diffusers, ...) is free.
 ALLOWED = {
     "core": {"core"},

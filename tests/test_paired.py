@@ -1,12 +1,12 @@
 """Paired comparisons: a method against sd (and any pair asked) on the same images, with intervals that
-follow the design (eval/paired.py), in the board and in `python -m eval.paired`."""
+follow the design (eval/paired.py), in the board and in `python -m actionbench.compare`."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from test_leaderboard import _record
 
-from actionbench import leaderboard
+from actionbench import compare, leaderboard
 from eval import paired
 
 
@@ -57,10 +57,10 @@ def test_the_board_and_the_command_print_the_paired_differences(tmp_path, capsys
     page = (tmp_path / "LEADERBOARD.md").read_text()
     assert "## Paired differences" in page and "| ti | sd | 4 | 40 |" in page
     capsys.readouterr()
-    paired.main([f"results_dir={tmp_path}", "pairs=[ti:adi]", "actions=[kick]", "bootstrap=50"])
+    compare.main([f"results_dir={tmp_path}", "pairs=[ti:adi]", "actions=[kick]", "bootstrap=50"])
     out = capsys.readouterr().out
     assert "| ti | adi | 2 | 20 |" in out and "| ti | sd | 2 | 20 |" in out
     with pytest.raises(SystemExit, match="no records of them"):
-        paired.main([f"results_dir={tmp_path}", "actions=[wave]"])
+        compare.main([f"results_dir={tmp_path}", "actions=[wave]"])
     with pytest.raises(SystemExit, match="FIRST:SECOND"):
-        paired.main([f"results_dir={tmp_path}", "pairs=[ti]"])
+        compare.main([f"results_dir={tmp_path}", "pairs=[ti]"])
