@@ -25,5 +25,13 @@ def _world_caption_texts() -> list[str]:
     return [subject.prompt for subject in SUBJECTS] + _world_known_actions()
 
 
+def _settings_tag(overrides) -> str:
+    from actionbench.records import settings_tag
+
+    return settings_tag(list(overrides or []))
+
+
 OmegaConf.register_new_resolver("world_known_actions", _world_known_actions, replace=True)
+# `${settings_tag:${hydra:overrides.task}}` in output_dir: a run that overrides method settings gets a folder of its own.
+OmegaConf.register_new_resolver("settings_tag", _settings_tag, replace=True)
 OmegaConf.register_new_resolver("world_caption_texts", _world_caption_texts, replace=True)
