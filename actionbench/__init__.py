@@ -1,3 +1,15 @@
 """ActionBench: a comparative benchmark harness for action customization in text-to-image diffusion."""
 
+from omegaconf import OmegaConf
+
 __version__ = "0.1.0"
+
+
+def _settings_tag(overrides) -> str:
+    from actionbench.records import settings_tag
+
+    return settings_tag(list(overrides or []))
+
+
+# `${settings_tag:${hydra:overrides.task}}` in output_dir: a run that overrides method settings gets a folder of its own.
+OmegaConf.register_new_resolver("settings_tag", _settings_tag, replace=True)

@@ -1,13 +1,15 @@
 """The leaderboard: every complete record under a results folder, one row per benchmark x model x method.
 
-    python -m actionbench.leaderboard [results_dir=results] [bootstrap=1000]
+    python -m actionbench.leaderboard [results_dir=results] [out=<results_dir>] [bootstrap=1000]
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
 tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
 within runs (eval/bootstrap.py), and the spread of per-seed Totals where a row has several seeds; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
 leaderboard_per_category.csv (Subject / Total / Leak per subject category), leaderboard_paired.csv (each
 method against sd on the same images, eval/paired.py), LEADERBOARD.md, plots/ (whatever
-else lies there is removed: boards gone) and report.html into results_dir; boards of the real ActionBench
+else lies there is removed: boards gone) and report.html into `out` (by default results_dir; the committed
+world board lives in its own folder, results/world/, which a user's board never overwrites:
+`python -m actionbench.leaderboard out=results/world` rebuilds it); boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
 (human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
 Total over the images people judged (majority of raters) and the automated verdicts' agreement with them. Records of different benchmark or model never
@@ -33,7 +35,7 @@ from omegaconf import OmegaConf
 
 from actionbench.errors import UserError
 from actionbench.files import write_atomic
-from actionbench.records import RECORD_FILE, work_digest
+from actionbench.records import RECORD_FILE, method_settings, work_digest
 from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
 from eval import bootstrap, paired
@@ -44,6 +46,7 @@ KEYS = ["benchmark", "model", "method"]
 ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own boards (results_dir=results/ablations/...)
 CONTROL = "synthetic_control"  # the world's positive control (results_dir=results/runs/synthetic_control)
 CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
+SMOKE = "smoke"  # results/smoke/: model=tiny smoke tests, whose scores measure nothing (conf/model/tiny.yaml)
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
 RATERS = ("Fleiss_Action", "Fleiss_Subject")  # how far people agree among themselves
@@ -54,11 +57,11 @@ VERSIONED = ("torch", "diffusers", "transformers", "peft", "open_clip_torch")  #
 def method_label(record: dict) -> str:
     """The method's name, with the method settings its run overrode: a sweep over settings (an ablation)
     gives one row per setting, e.g. `adi (merge=union, beta=0.25)`."""
-    settings = [o.removeprefix("method.") for o in record.get("overrides", []) if o.startswith("method.")]
+    settings = method_settings(record.get("overrides", []))
     return f"{record['method']} ({', '.join(settings)})" if settings else record["method"]
 
 
-def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CONVERGENCE)) -> tuple[pd.DataFrame, list[str]]:
+def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CONVERGENCE, SMOKE)) -> tuple[pd.DataFrame, list[str]]:
     """One row per image of every complete record (with its run's keys, folder and config digest, which with
     the file name identifies the image); and one message per record skipped. Records inside a folder named
     in `exclude` (below `root`) are not read."""
@@ -391,13 +394,13 @@ PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-o
 
 
 def main(argv: list[str]) -> None:
-    cfg = OmegaConf.merge({"results_dir": "results", "bootstrap": 1000}, OmegaConf.from_cli(argv))
-    out = Path(cfg.results_dir)
-    images, board, per_action, skipped = build(out, cfg.bootstrap)
+    cfg = OmegaConf.merge({"results_dir": "results", "out": None, "bootstrap": 1000}, OmegaConf.from_cli(argv))
+    out = Path(cfg.out or cfg.results_dir)
+    images, board, per_action, skipped = build(Path(cfg.results_dir), cfg.bootstrap)
     for message in skipped:
         print(message, file=sys.stderr)
     if images.empty:
-        raise SystemExit(f"no complete records under {out}")
+        raise SystemExit(f"no complete records under {cfg.results_dir}")
     versions = board_versions(images)
     for warning in version_warnings(versions):
         print(warning, file=sys.stderr)

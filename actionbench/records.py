@@ -32,6 +32,25 @@ def write_record(run_dir: Path, record: dict) -> Path:
     return path
 
 
+def method_settings(overrides) -> list[str]:
+    """The method settings a run's command line overrode (`method.beta=0.25` -> `beta=0.25`), in order: what
+    makes its row (leaderboard) and its folder (output_dir) its own."""
+    return [o.lstrip("+").removeprefix("method.") for o in overrides or [] if o.lstrip("+").startswith("method.")]
+
+
+def settings_tag(overrides) -> str:
+    """The folder suffix of a run with overridden method settings, `__beta=0.25,merge=union` (a digest where
+    that would be long or hold a path separator); empty for the method's own settings, so default runs keep
+    their folders."""
+    settings = method_settings(overrides)
+    if not settings:
+        return ""
+    text = ",".join(settings)
+    if len(text) > 60 or any(c in text for c in "/\\ '\""):
+        text = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"__{text}"
+
+
 def work_digest(config: dict) -> str:
     """What a run's artifact and images depend on: its config less the scorer, the bookkeeping keys and the
     speed-only ones. With an image's file name it identifies the image (human judgments are keyed by both)."""

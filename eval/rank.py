@@ -2,7 +2,7 @@
 the ADI paper's published ranking (people's verdicts on SD 2.1) and against its own CLIP proxy, each with a
 95% interval from resampling the board's actions (the per-action board beside it).
 
-    python -m eval.rank [board=results/leaderboard.csv] [per_action=<leaderboard_per_action.csv beside it>]
+    python -m eval.rank [board=results/world/leaderboard.csv] [per_action=<leaderboard_per_action.csv beside it>]
                         [reference=<the ADI paper's table>] [bootstrap=2000] [seed=0]
 """
 
@@ -105,7 +105,7 @@ def compare(board: pd.DataFrame, reference: pd.DataFrame, per_action: pd.DataFra
 
 
 def main(argv: list[str]) -> None:
-    cfg = OmegaConf.merge({"board": "results/leaderboard.csv", "per_action": None, "reference": str(ADI_PAPER),
+    cfg = OmegaConf.merge({"board": "results/world/leaderboard.csv", "per_action": None, "reference": str(ADI_PAPER),
                            "bootstrap": 2000, "seed": 0}, OmegaConf.from_cli(argv))
     per_action = Path(cfg.per_action) if cfg.per_action else Path(cfg.board).with_name("leaderboard_per_action.csv")
     table = compare(pd.read_csv(cfg.board), published(Path(cfg.reference)),

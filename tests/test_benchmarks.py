@@ -43,3 +43,25 @@ def test_two_processes_share_the_sweep_longest_first():
     rows = [{"method": m, "total_s": t} for m, t in (("a", 50.0), ("b", 40.0), ("c", 30.0), ("d", 20.0))]
     wall, groups = two_processes(rows)
     assert wall == 70.0 and sorted(map(sorted, groups)) == [["a", "d"], ["b", "c"]]
+
+
+def test_the_sweep_times_count_every_seed_asked_and_print_the_split_as_commands(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from benchmarks import sweep
+
+    for method, seconds in (("sd", 10.0), ("twinact", 100.0)):
+        for action in sweep.ACTIONS:
+            for seed in (0, 1):
+                path = tmp_path / method / action / f"seed{seed}" / "record.json"
+                path.parent.mkdir(parents=True)
+                path.write_text(json.dumps({"complete": True, "overrides": [], "timings_s": {"total": seconds}}))
+    rows = {r["method"]: r for r in sweep.measure(tmp_path, seeds=(0, 1))}
+    assert (rows["sd"]["records"], rows["sd"]["total_s"]) == (16, 160.0)
+    rows = {r["method"]: r for r in sweep.measure(tmp_path, seeds=(0, 1, 2))}
+    assert (rows["twinact"]["records"], rows["twinact"]["total_s"]) == (16, 2400.0), "the missing seed estimated"
+    monkeypatch.setattr(sys, "argv", ["sweep", "--runs", str(tmp_path), "--seeds", "0", "1"])
+    sweep.main()
+    out = capsys.readouterr().out
+    assert "-m seed=0,1 method=twinact action=$A &" in out and "-m seed=0,1 method=sd action=$A\nwait\n" in out

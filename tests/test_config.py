@@ -6,6 +6,8 @@ import sys
 
 import pytest
 from conftest import REPO, compose_config
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
 
 from actionbench.errors import UserError
@@ -106,7 +108,7 @@ def test_benchmark_root_comes_from_the_environment(monkeypatch, mini_root):
 
 def test_output_folder_encodes_the_settings():
     cfg = compose_config(["suite=actionbench", "model=tiny", "method=sd", "action=wave", "seed=3"])
-    assert cfg.output_dir == "results/runs/actionbench/tiny/sd/wave/seed3"
+    assert cfg.output_dir == "results/smoke/actionbench/tiny/sd/wave/seed3"
 
 
 def test_docs_and_configs_point_nowhere_outside_the_repository():
@@ -118,3 +120,44 @@ def test_docs_and_configs_point_nowhere_outside_the_repository():
         for link in re.findall(r"\]\(([^)#]+)\)", text):  # relative markdown links resolve inside the repository
             assert link.startswith("http") or (path.parent / link).resolve().is_relative_to(REPO), (path, link)
             assert link.startswith("http") or (path.parent / link).exists(), (path, link)
+
+
+def test_a_run_overriding_method_settings_gets_a_folder_of_its_own():
+    """Else `method.beta=0.25` lands in the default ADI run's folder, where its record is refused as another
+    config's; the folder's tag is the board's row label's settings."""
+    assert compose_config(["method=adi"]).output_dir == "results/runs/synthetic/synthetic/adi/salute/seed0"
+    assert compose_config(["method=adi", "method.beta=0.25", "seed=1"]).output_dir == \
+        "results/runs/synthetic/synthetic/adi__beta=0.25/salute/seed1"
+    assert compose_config(["method=adi", "method.merge=union", "method.beta=0.25", "action=kick"]).output_dir == \
+        "results/runs/synthetic/synthetic/adi__merge=union,beta=0.25/kick/seed0"
+    assert compose_config(["method=adi", "method.beta=0.25", "output_dir=elsewhere"]).output_dir == "elsewhere"
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["method=adi", "method.beta=0.25"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.hydra.sweep.subdir == "synthetic/synthetic/adi__beta=0.25/salute/seed0", "a sweep's runs too"
+
+
+def test_smoke_runs_go_apart_from_the_board_and_the_study(tmp_path):
+    assert compose_config(["model=tiny", "suite=actionbench"]).output_dir == \
+        "results/smoke/actionbench/tiny/textual_inversion/salute/seed0"
+    assert compose_config(["method=sd"]).output_dir.startswith("results/runs/")
+    from judge_fixtures import make_sweep
+
+    from actionbench import judge, leaderboard
+    make_sweep(tmp_path / "smoke")  # records as a smoke test leaves them, under results/smoke/
+    with pytest.raises(UserError, match="no complete records"):
+        judge.load_study(tmp_path)
+    assert leaderboard.build(tmp_path, resamples=10)[1].empty
+
+
+def test_readmes_backgrounded_commands_are_waited_for_before_the_board():
+    """A block that sends a process to the background (`&`) must `wait` for it before building the board
+    from its records, else the board misses the runs still going."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    backgrounded = [block for block in blocks if re.search(r"&\s*(#.*)?$", block, flags=re.M)]
+    assert backgrounded
+    for block in backgrounded:
+        lines = [line.split("#")[0].strip() for line in block.splitlines()]
+        first = next(i for i, line in enumerate(lines) if line.endswith("&"))
+        board = next(i for i, line in enumerate(lines) if "actionbench.leaderboard" in line)
+        assert "wait" in lines[first + 1:board], block

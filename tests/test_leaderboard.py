@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from judge_fixtures import MINI, make_sweep
 from PIL import Image
 
@@ -207,3 +208,23 @@ def test_equal_versions_give_no_warning_and_the_report_states_them(tmp_path, cap
     page, report = (tmp_path / "LEADERBOARD.md").read_text(), (tmp_path / "report.html").read_text()
     assert page.count(stated + "\n") == 1 and report.count(f"<p>{stated}</p>") == 1
     assert "Versions: torch unknown, diffusers unknown" in page.split("## synthetic / tiny")[1]
+
+
+def test_a_users_board_leaves_the_committed_world_board_and_its_plots(tmp_path, monkeypatch):
+    """A small sweep of one's own, then `python -m actionbench.leaderboard` with its defaults, in a copy of the
+    repository's results/: every committed board file is still there, byte for byte."""
+    results = REPO / "results"
+    others = {"runs", "smoke", "cache", "ablations", "convergence", "benchmarks"}
+    committed = {p.relative_to(results): p.read_bytes() for p in results.rglob("*")
+                 if p.is_file() and p.suffix in (".md", ".csv", ".png", ".html") and p.name != "README.md"
+                 and not others & set(p.relative_to(results).parts)}
+    assert any(p.suffix == ".png" for p in committed) and any(p.name == "LEADERBOARD.md" for p in committed)
+    for relative, data in committed.items():
+        (tmp_path / "results" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / relative).write_bytes(data)
+    _record(tmp_path / "results" / "runs" / "synthetic", "sd", "kick", [(True, True), (False, True)])
+    monkeypatch.chdir(tmp_path)
+    leaderboard.main(["bootstrap=10"])
+    assert (tmp_path / "results" / "LEADERBOARD.md").read_text().count("| sd |") == 1, "the user's board"
+    for relative, data in committed.items():
+        assert (tmp_path / "results" / relative).read_bytes() == data, f"{relative} was replaced or removed"
