@@ -128,7 +128,7 @@ def test_action_different_triples_are_cached(tiny_model, mini_task, tmp_path):
     first = method.action_different(tiny_model, mini_task)
     files = sorted(tmp_path.rglob("*.png"))
     assert len(first) == 3 and all(len(jobs) == 2 for jobs in first) and len(files) == 6
-    assert first[0][0][1] == "a red stick figure waving a hand"  # the anchor's caption, another action in words
+    assert first[0][0][1] == "a sks person waving a hand"  # the identifier and class word, another action in words
     marker = Image.new("RGB", (32, 32), (1, 2, 3))
     for f in files:  # what a second call returns must come from these files
         marker.save(f)
