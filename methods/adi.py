@@ -23,8 +23,8 @@ Remaining deviations from the paper (there is no public reference code):
   pending the world ablation.
 - The three samples of a triple share timestep and noise [ours], so their gradients differ by the image alone.
 - The action-different samples come from a DreamBooth-LoRA on each anchor (rank, steps, lr, identifier, class
-  word and prior preservation, off by default, ours); cached per model, benchmark, action and those
-  settings.
+  word and prior preservation, off by default, ours); cached per model, benchmark, action, anchor images,
+  prompts and those settings.
 - After each step the channels masked in it are put back, as Adam's moments and weight decay would still move
   them (the paper masks the gradient only).
 """
@@ -173,25 +173,30 @@ class ADI(PPlus):
         action-different samples are drawn with another action's, so nothing else of the anchor's text is kept."""
         return f"a {self.context_lora['identifier']} {self.context_lora['class_word']} {action.description}"
 
-    def action_different_key(self, model) -> str:
+    def action_different_key(self, model, task, plan) -> str:
         """What the action-different images depend on besides model, benchmark and action: the context LoRA's
-        settings, how many per anchor, and the sampler's settings (its seeds are fixed per anchor and image)."""
+        settings and prompts, the anchors' image files, how many per anchor, and the sampler's settings (its
+        seeds are fixed per anchor and image)."""
+        anchors = [hashlib.sha256(e.image.read_bytes()).hexdigest() for e in task.action.exemplars]
         settings = {**self.context_lora, "per_anchor": self.per_anchor, "inference_steps": model.inference_steps,
-                    "guidance_scale": model.guidance_scale}
+                    "guidance_scale": model.guidance_scale, "anchors": anchors,
+                    "instance_prompt": self.context_prompt(task.action),
+                    "prompts": [[prompt for _, prompt, _ in jobs] for jobs in plan]}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def action_different(self, model, task) -> list[list[tuple[Image.Image, str]]]:
         """For each anchor exemplar, images of its context doing other actions, with their prompts (cached)."""
         self.check(task)
         single_token_id(model.pipe.tokenizer, self.context_lora["identifier"], "method.context_identifier")
-        folder = (model_cache(self.cache_dir, model, "adi_action_different") / task.benchmark / task.action.name
-                  / self.action_different_key(model))
         others = [a for a in task.actions if a.name != task.action.name]
         plan = []
         for i in range(len(task.action.exemplars)):
             chosen = [others[(i + k) % len(others)] for k in range(min(self.per_anchor, len(others)))]
-            plan.append([(folder / f"anchor{i:02d}_{a.name}.png", self.context_prompt(a), 1000 * i + k)
+            plan.append([(Path(f"anchor{i:02d}_{a.name}.png"), self.context_prompt(a), 1000 * i + k)
                          for k, a in enumerate(chosen)])
+        folder = (model_cache(self.cache_dir, model, "adi_action_different") / task.benchmark / task.action.name
+                  / self.action_different_key(model, task, plan))
+        plan = [[(folder / name, prompt, seed) for name, prompt, seed in jobs] for jobs in plan]
         if not all(path.is_file() for jobs in plan for path, _, _ in jobs):
             self._generate_action_different(model, task, plan)
             write_json(folder / "prompts.json", {"settings": {**self.context_lora, "per_anchor": self.per_anchor},
