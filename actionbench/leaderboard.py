@@ -188,6 +188,35 @@ def per_category(images: pd.DataFrame, resamples: int) -> pd.DataFrame:
     return table[[*KEYS, "category", "seeds", "images", *[c for c in figures if c in table]]]
 
 
+def categories_markdown(categories: pd.DataFrame) -> str:
+    """Subject and Leak per subject category, one table per model with a row per method x task, so a method's
+    rows on the world's two tasks sit together: what it keeps of humans, personalities and animals when the
+    exemplars' texts name their look (`synthetic`) and when they leave it unnamed (`synthetic_unnamed`)."""
+    if categories.empty:
+        return ""
+    parts = ["## Subject and Leak per subject category\n",
+             "% of images, [95% bootstrap interval over training seeds and images]; a row per method and task "
+             "(`leaderboard_per_category.csv`).\n"]
+    order = [c for c in ("human", "personality", "animal") if c in set(categories.category)]
+    order += sorted(set(categories.category) - set(order))
+    for model, part in categories.groupby("model"):
+        figures = [f for f in ("Subject", "Leak") if part[f].notna().any()]
+        columns = [f"{figure} {category}" for figure in figures for category in order]
+        lines = [f"### {model}\n", "| method | task | seeds | " + " | ".join(columns) + " |",
+                 "|---" * (len(columns) + 3) + "|"]
+        for (method, benchmark), rows in part.groupby(["method", "benchmark"], sort=True):
+            rows = rows.set_index("category")
+            cells = []
+            for figure in figures:
+                for category in order:
+                    row = rows.loc[category] if category in rows.index else None
+                    cells.append("–" if row is None or pd.isna(row[figure]) else
+                                 f"{row[figure]:.1f} [{row[f'{figure}_low']:.1f}, {row[f'{figure}_high']:.1f}]")
+            lines.append(f"| {method} | {benchmark} | {rows.seeds.max()} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def _table(part: pd.DataFrame, counts: list[str], columns: list[str], bold: list[str], by: str = "Total") -> str:
     """A markdown table of one benchmark x model, best `by` first; the best of each `bold` column in bold."""
     best = {c: part[c].max() for c in bold}
@@ -341,10 +370,26 @@ def pictures(images: pd.DataFrame, board: pd.DataFrame, per_action: pd.DataFrame
                                   "image": [Path(d) / f for d, f in zip(cells.run_dir, cells.file)]})
             made.append((f"{title}: {action}", plots.image_grid(cells, out / "plots" / "grids" / f"{name}_{action}.png",
                                                                 exemplars)))
+    made += task_pictures(board, out)
     kept = {path.resolve() for _, path in made}
     for path in (out / "plots").rglob("*.png"):
         if path.resolve() not in kept:
             path.unlink()
+    return made
+
+
+def task_pictures(board: pd.DataFrame, out: Path) -> list[tuple[str, Path]]:
+    """Per model whose board holds several tasks (the world's synthetic and synthetic_unnamed): the trade-off
+    with each method on every task, so what a method loses when the exemplars' look goes unnamed shows as a
+    move to the left."""
+    from eval import plots
+
+    made = []
+    for model, part in board.groupby("model"):
+        if part.benchmark.nunique() > 1:
+            title = f"{model}: {' vs '.join(sorted(part.benchmark.unique()))}"
+            made.append((f"{title}: the trade-off on each task",
+                         plots.tradeoff_tasks(part, title, out / "plots" / f"{model}_tasks_tradeoff.png")))
     return made
 
 
@@ -410,7 +455,8 @@ def main(argv: list[str]) -> None:
     write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
     comparisons = paired.comparisons(images, resamples=cfg.bootstrap)
     write_atomic(out / "leaderboard_paired.csv", comparisons.to_csv(index=False).encode())
-    page = markdown(board, versions) + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else "")
+    page = (markdown(board, versions) + "\n" + categories_markdown(categories)
+            + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else ""))
     write_atomic(out / "LEADERBOARD.md", page.encode())
     made = pictures(images, board, per_action, out)
     write_atomic(out / "report.html", html(board, categories, made, out, versions).encode())

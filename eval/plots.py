@@ -1,5 +1,6 @@
-"""The leaderboard's pictures (matplotlib): bars with intervals, the Action-vs-Subject trade-off, a method x
-action heatmap, and per-action image grids (methods as rows, subjects as columns)."""
+"""The leaderboard's pictures (matplotlib): bars with intervals, the Action-vs-Subject trade-off (per task, and
+each method across a model's tasks), a method x action heatmap, and per-action image grids (methods as rows,
+subjects as columns)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,38 @@ def tradeoff(board: pd.DataFrame, title: str, path: Path) -> Path:
     ax.set_xlabel("Subject (%)")
     ax.set_ylabel("Action (%)")
     ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    return save_figure(figure, path)
+
+
+def tradeoff_tasks(board: pd.DataFrame, title: str, path: Path) -> Path:
+    """Action against Subject for each method on each task (`board`: rows of one model, several benchmarks):
+    one colour per method, one marker per task, a line from a method's point on one task to the next, and
+    each point's 95% intervals as error bars; a method that copies what one task's exemplars share moves left."""
+    tasks = sorted(board.benchmark.unique())
+    markers = dict(zip(tasks, "osD^vP*X"))
+    colours = plt.get_cmap("tab10")
+    figure, ax = plt.subplots(figsize=(5.6, 4.6))
+    for k, (method, rows) in enumerate(board.sort_values("benchmark").groupby("method", sort=True)):
+        colour = colours(k % 10)
+        ax.plot(rows.Subject, rows.Action, color=colour, alpha=0.5, linewidth=1)
+        for row in rows.itertuples():
+            errors = {}
+            for axis, name in (("xerr", "Subject"), ("yerr", "Action")):
+                value, low, high = (getattr(row, f"{name}{end}", np.nan) for end in ("", "_low", "_high"))
+                if not (np.isnan(low) or np.isnan(high)):
+                    errors[axis] = [[value - low], [high - value]]
+            ax.errorbar(row.Subject, row.Action, **errors, fmt=markers[row.benchmark], color=colour, markersize=5,
+                        capsize=2, elinewidth=0.8)
+        last = rows.iloc[-1]
+        ax.annotate(method, (last.Subject, last.Action), fontsize=7, xytext=(3, 3), textcoords="offset points", color=colour)
+    for task in tasks:  # the legend names the tasks by marker
+        ax.plot([], [], markers[task], color="grey", label=task)
+    ax.legend(fontsize=8, title="task", title_fontsize=8)
+    ax.set_xlabel("Subject (%)")
+    ax.set_ylabel("Action (%)")
+    ax.set_xlim(0, 102)
     ax.set_ylim(0, 100)
     ax.set_title(title)
     return save_figure(figure, path)

@@ -31,7 +31,7 @@ def artifact_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return {f"{p.relative_to(folder)}:{k}": v for p in sorted(folder.rglob("*.safetensors")) for k, v in load_file(p).items()}
 
 
-@pytest.mark.parametrize("method", ["textual_inversion", "dreambooth"])  # dreambooth: no periodic checkpoint, kept states only
+@pytest.mark.parametrize("method", ["textual_inversion", "dreambooth", "reversion"])  # dreambooth: no periodic checkpoint, kept states only; reversion: its own ladder (conf/tuning/synthetic_reversion.yaml)
 def test_each_rung_is_the_run_of_that_many_steps_from_a_single_training(method, mini_root, tmp_path, monkeypatch):
     losses = []
     real_optimise = loop.optimise

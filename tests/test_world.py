@@ -8,7 +8,7 @@ from PIL import Image
 
 from actionbench.errors import UserError
 from actionbench.task import load_task
-from world import BENCHMARK, CONTROL
+from world import BENCHMARK, CONTROL, UNNAMED
 from world.benchmark import EXEMPLARS_PER_ACTION, TASKS, manifest
 from world.judges import Judge, to_pixels
 from world.render import (
@@ -17,6 +17,7 @@ from world.render import (
     EVAL_SUBJECTS,
     EXEMPLAR_SUBJECTS,
     KNOWN_ACTIONS,
+    PUPPET_ACTORS,
     SUBJECTS,
     background,
     place,
@@ -59,16 +60,16 @@ def test_a_pose_map_is_its_renders_skeleton_and_nothing_of_the_look():
             assert figure[lit].mean() > 0.8, (action.name, figure[lit].mean())
 
 
-@pytest.mark.parametrize("folder", [BENCHMARK, CONTROL], ids=["benchmark", "control"])
+@pytest.mark.parametrize("folder", [BENCHMARK, UNNAMED, CONTROL], ids=["benchmark", "unnamed", "control"])
 def test_committed_task_matches_the_renderer(folder):
-    name, actions, seed = TASKS[folder]
+    task = TASKS[folder]
     committed = yaml.safe_load((folder / "manifest.yaml").read_text())
-    assert committed == manifest(name, actions)
-    for a, action in enumerate(actions):
-        for i in (0, EXEMPLARS_PER_ACTION - 1):
-            fresh = render(EXEMPLAR_SUBJECTS[i % 3], action, np.random.default_rng([seed, a, i]))
+    assert committed == manifest(task)
+    for a, action in enumerate(task.actions):
+        for i in (0, 1, EXEMPLARS_PER_ACTION - 1):
+            fresh = render(task.actors[i % 3], action, np.random.default_rng([task.seed, a, i]))
             assert np.array_equal(np.asarray(Image.open(folder / action.name / f"{i:02d}.png")), np.asarray(fresh))
-            pose = pose_map(action, np.random.default_rng([seed, a, i]))
+            pose = pose_map(action, np.random.default_rng([task.seed, a, i]))
             assert np.array_equal(np.asarray(Image.open(folder / action.name / "pose" / f"{i:02d}.png")), np.asarray(pose))
 
 
@@ -92,6 +93,27 @@ def test_synthetic_benchmark_loads_through_the_same_loader():
     assert task.action.exemplars[0].caption("<kick>") == "a yellow puppet <kick>"
     with pytest.raises(UserError, match="salute, point, raise_hand"):
         load_task("synthetic", str(BENCHMARK), "moonwalk")
+
+
+def test_the_unnamed_task_is_synthetic_drawn_by_puppets_its_texts_do_not_name():
+    from conftest import compose_config
+
+    cfg = compose_config(["benchmark=synthetic_unnamed", "action=kick", "method=sd"])
+    assert cfg.benchmark.name == "synthetic_unnamed"
+    task = load_task("synthetic_unnamed", str(UNNAMED), "kick")
+    plain = load_task("synthetic", str(BENCHMARK), "kick")
+    assert [a.name for a in task.actions] == [a.name for a in BENCHMARK_ACTIONS] and task.subjects == plain.subjects
+    assert len(task.action.exemplars) == 10 and {e.caption("<w>") for e in task.action.exemplars} == {"a <w>"}
+    for mine, theirs in zip(task.action.exemplars, plain.action.exemplars):  # the same poses; other actors
+        assert np.array_equal(np.asarray(Image.open(mine.pose)), np.asarray(Image.open(theirs.pose)))
+        assert not np.array_equal(np.asarray(Image.open(mine.image)), np.asarray(Image.open(theirs.image)))
+    # several actors sharing the puppet's body, none an evaluation subject; the judge reads every exemplar as
+    # the puppet, so a copy of what they share is a Leak
+    assert len({a.look for a in PUPPET_ACTORS}) == 3 and {a.look.body for a in PUPPET_ACTORS} == {EXEMPLAR_SUBJECTS[0].look.body}
+    assert not {a.look.body for a in PUPPET_ACTORS} & {s.look.body for s in EVAL_SUBJECTS}
+    exemplars = [e.load() for name in ("salute", "handstand") for e in load_task("synthetic_unnamed", str(UNNAMED), name).action.exemplars]
+    predicted, _ = Judge.load("subject").predict(to_pixels(exemplars))
+    assert {Judge.load("subject").classes[p] for p in predicted.tolist()} == {"puppet"}
 
 
 @pytest.mark.parametrize("kind", ["action", "subject"])

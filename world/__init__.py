@@ -12,6 +12,7 @@ WORLD = Path(__file__).parent
 WEIGHTS = WORLD / "weights"  # committed: judges, world CLIP, with their training configs and reports
 BENCHMARK = WORLD / "benchmark"  # committed: the world's task in ActionBench's manifest format
 CONTROL = WORLD / "benchmark_control"  # committed: the positive-control task (the known actions)
+UNNAMED = WORLD / "benchmark_unnamed"  # committed: the task whose exemplar texts leave the actors unnamed
 CONTROLNET = WORLD / "controlnet"  # the world's pose ControlNet (python -m world.controlnet), once trained
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -128,6 +128,17 @@ SUBJECTS = (
 )
 EVAL_SUBJECTS = tuple(s for s in SUBJECTS if s.category != "exemplar")
 EXEMPLAR_SUBJECTS = tuple(s for s in SUBJECTS if s.category == "exemplar")
+
+# The unnamed task's exemplar actors (benchmark=synthetic_unnamed): three puppets who share the yellow puppet's
+# body, a look no evaluation subject has, and differ in what they wear (a cap, a skirt, a cape), as the people in
+# photos of an action share a human body and differ in clothes. They are no subjects of their own: the subject
+# judge, trained on SUBJECTS, reads each as the puppet, so a method that copies what they share shows as Leak.
+_PUPPET = next(s for s in EXEMPLAR_SUBJECTS if s.name == "puppet")
+PUPPET_ACTORS = (
+    Subject("puppet_cap", "yellow puppet in a blue cap", "exemplar", replace(_PUPPET.look, hat="cap", hat_colour=(40, 70, 200))),
+    Subject("puppet_skirt", "yellow puppet in a skirt", "exemplar", replace(_PUPPET.look, skirt=True)),
+    Subject("puppet_cape", "yellow puppet in a green cape", "exemplar", replace(_PUPPET.look, cape=(40, 160, 60))),
+)
 
 
 def _direction(angle: float) -> np.ndarray:
