@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -39,3 +40,22 @@ def replace_dir(tmp: Path, out: Path) -> None:
         out.replace(old)
     tmp.replace(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: Path):
+    """A binary file to write `path` through, renamed over it when the block ends (removed if the block fails):
+    for data written in pieces, too large to hold a second copy of as `write_atomic`'s bytes. Created by open(),
+    so the umask applies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
