@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from omegaconf import OmegaConf
 
 from actionbench.files import atomic_file, replace_dir, write_atomic
 from world import WORLD
-from world.training import Checkpoint, Ema, Training, train
+from world.training import Checkpoint, Training, train
 from world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS, random_dataset
 from methods.mechanics.tokens import token_ids
 
@@ -280,11 +281,8 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
     if cfg.channels_last:
         unet.to(memory_format=torch.channels_last)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    ema = Ema(params, cfg.ema_decay)
     generator = torch.Generator(device).manual_seed(cfg.seed + 2)
     means, stds, caption_ids, empty_ids = means.to(device), stds.to(device), caption_ids.to(device), empty_ids.to(device)
-    alphas = scheduler.alphas_cumprod.to(device)
-    snr_all = alphas / (1 - alphas)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
 
     def loss() -> torch.Tensor:
@@ -305,28 +303,28 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
             prediction = unet(noisy, timesteps, hidden).sample
         per_sample = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            snr = snr_all[timesteps]
+            snr = compute_snr(scheduler, timesteps)
             per_sample = per_sample * torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
         return per_sample.mean()
 
     training = Training("UNet", {"unet": unet, "text_encoder": text_encoder},
                         torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=device.type == "cuda"),
                         generator, loss, cfg.steps, cfg.warmup_steps, Checkpoint(work, "unet", cfg, UNET_FIELDS),
-                        cfg.checkpoint_every, device, max_grad_norm=1.0, ema=ema, extra={"curve": []})
+                        cfg.checkpoint_every, device, max_grad_norm=1.0, ema_decay=cfg.ema_decay,
+                        extra={"curve": []})
 
     def curve_point(step: int, last: bool, clock) -> None:
         """The EMA weights judged every curve_every_minutes of training (and at the end); judging is not training."""
         curve = training.extra["curve"]
         if judge_curve and (clock() >= (len(curve) + 1) * cfg.curve_every_minutes * 60 or last):
             now = clock()
-            with ema.swapped_in():
+            with training.ema_swapped_in():
                 curve.append(judge_curve(step, now))
             print(f"curve: {curve[-1]}", flush=True)
             clock.restart(now)
 
     training.every_50 = curve_point
     losses, seconds = train(training)
-    ema.copy_to()
     if cfg.channels_last:
         unet.to(memory_format=torch.contiguous_format)
     return losses, seconds, training.extra["curve"]

@@ -2,9 +2,19 @@
 in `world.controlnet`), with the one checkpoint they resume from.
 
 Each training is a `Training`: its modules, optimiser, random generator and a function that draws a batch from
-that generator and returns its loss; the loop does the rest the same way for all three: a warm-up and cosine
-learning-rate schedule, gradient clipping, an optional EMA of the weights, losses gathered on the device, the
-training clock, a progress bar, and a checkpoint every `checkpoint_every` steps and at the end.
+that generator and returns its loss; the loop does the rest the same way for all three: diffusers' warm-up and
+cosine learning-rate schedule (`get_cosine_schedule_with_warmup`), gradient clipping, an optional EMA of the
+weights (diffusers' `EMAModel`), losses gathered on the device, the training clock, a progress bar, and a
+checkpoint every `checkpoint_every` steps and at the end.
+
+The library's pieces differ from the hand-written ones the committed world model and ControlNet were trained
+with (`world/model/`, `world/controlnet/`; not retrained): the warm-up starts at 0 on the first step and reaches
+the peak at step `warmup_steps` (it was 1/warmup_steps of it on the first step, the peak one step earlier, so the
+cosine also ran one step earlier); the EMA copies the weights after the first step (its decay was 0.1 there),
+with the same decay, (1 + step) / (10 + step) capped at `ema_decay`, afterwards; min-SNR's SNR is computed as
+diffusers' `compute_snr` does (alpha / sigma, squared), equal to the earlier alphas_cumprod / (1 - alphas_cumprod)
+up to rounding. Their training.yaml reproduces them with the code of their commits, and within rounding and one
+step of schedule with this one.
 
 Why not `methods/mechanics/loop.Resume`: a method's checkpoint lives only while one run lasts and belongs to
 its artifact folder, whose work digest already says whose it is; the world's sit in a work_dir shared by
@@ -15,7 +25,6 @@ more than the trained tensors (EMA weights, the loss curve, the training time an
 from __future__ import annotations
 
 import io
-import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -24,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from actionbench.files import write_atomic
@@ -88,49 +99,6 @@ class TrainingClock:
         self.start, self.began = at, time.perf_counter()
 
 
-def lr_at(step: int, warmup_steps: int, total: int, peak: float) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total - warmup_steps)))
-
-
-class Ema:
-    """An exponential moving average of `params` (decay warmed up as (1 + step) / (10 + step), capped at `decay`):
-    the weights that ship."""
-
-    def __init__(self, params: list[torch.Tensor], decay: float):
-        self.params, self.decay = params, decay
-        self.shadow = [p.detach().clone() for p in params]
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - decay)
-
-    def state_dict(self) -> list[torch.Tensor]:
-        return [e.cpu() for e in self.shadow]
-
-    def load_state_dict(self, state: list[torch.Tensor]) -> None:
-        self.shadow = [e.clone().to(p.device) for e, p in zip(state, self.params)]
-
-    @torch.no_grad()
-    def copy_to(self) -> None:
-        """The averaged weights into the trained ones."""
-        torch._foreach_copy_(self.params, self.shadow)
-
-    @contextmanager
-    def swapped_in(self):
-        """Within it, the averaged weights in place of the trained ones (for judging); restored afterwards."""
-        saved = [p.detach().clone() for p in self.params]
-        self.copy_to()
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(self.params, saved)
-
-
 @dataclass
 class Training:
     """One of the world's trainings, as `train` runs it."""
@@ -146,40 +114,59 @@ class Training:
     checkpoint_every: int
     device: torch.device
     max_grad_norm: float | None = None  # gradients of the optimiser's parameters clipped to this norm
-    ema: Ema | None = None
+    ema_decay: float | None = None  # set: an EMA of the optimiser's parameters, copied into them at the end
     window: int = 100  # losses averaged on the progress bar
     every_50: Callable[[int, bool, TrainingClock], None] | None = None  # (steps done, last, clock), every 50 steps
     extra: dict = field(default_factory=dict)  # values the hooks keep across resumed runs (the learning curve)
+    ema: EMAModel | None = field(init=False, default=None)
+
+    def __post_init__(self):
+        if self.ema_decay is not None:
+            self.ema = EMAModel(self.params(), decay=self.ema_decay, update_after_step=0, foreach=True)
+
+    def params(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    @contextmanager
+    def ema_swapped_in(self):
+        """Within it, the EMA weights in place of the trained ones (to judge them); restored afterwards."""
+        self.ema.store(self.params())
+        self.ema.copy_to(self.params())
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params())
 
 
 def train(t: Training) -> tuple[list[float], float]:
-    """Run (or resume) the training to its step count: the per-step losses and the training seconds over every
-    resumed run."""
-    params = [p for group in t.optimizer.param_groups for p in group["params"]]
-    peak = [group["lr"] for group in t.optimizer.param_groups]
+    """Run (or resume) the training to its step count, leaving the EMA weights (if any) in the modules: the
+    per-step losses and the training seconds over every resumed run."""
+    params = t.params()
+    schedule = get_cosine_schedule_with_warmup(t.optimizer, t.warmup_steps, t.steps)
     state, start, losses, seconds = t.checkpoint.load(), 0, [], 0.0
     if state:
         for name, module in t.modules.items():
             module.load_state_dict(state["modules"][name])
         if t.ema:
             t.ema.load_state_dict(state["ema"])
+            t.ema.to(t.device)
         t.optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
         t.generator.set_state(state["generator"])
         start, losses, seconds = state["step"], state["losses"], state["seconds"]
         t.extra.update(state["extra"])
     log, clock = LossLog(losses), TrainingClock(t.device, seconds)
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=t.phase, unit="step")
     for step in bar:
-        for group, lr in zip(t.optimizer.param_groups, peak):
-            group["lr"] = lr_at(step, t.warmup_steps, t.steps, lr)
         loss = t.loss()
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
         t.optimizer.step()
+        schedule.step()
         if t.ema:
-            t.ema.update(step)
+            t.ema.step(params)
         log.add(loss)
         last = step + 1 == t.steps
         if (step + 1) % 50 == 0 or last:
@@ -189,6 +176,8 @@ def train(t: Training) -> tuple[list[float], float]:
         if (step + 1) % t.checkpoint_every == 0 or last:
             t.checkpoint.save(modules={name: m.state_dict() for name, m in t.modules.items()},
                               ema=t.ema.state_dict() if t.ema else None, optimizer=t.optimizer.state_dict(),
-                              generator=t.generator.get_state(), step=step + 1, losses=log.flush(), seconds=clock(),
-                              extra=t.extra)
+                              schedule=schedule.state_dict(), generator=t.generator.get_state(), step=step + 1,
+                              losses=log.flush(), seconds=clock(), extra=t.extra)
+    if t.ema:
+        t.ema.copy_to(params)
     return log.flush(), clock()
