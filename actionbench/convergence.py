@@ -1,16 +1,26 @@
 """`python -m actionbench.convergence`: how many training steps each method needs, in the real metric.
 
-For each method and action, one training run to the top of a ladder of step counts keeps its state at every
-lower rung (`keeping_checkpoints`); each rung is then an ordinary run (`actionbench.run`) whose artifact
-folder starts from that kept state, so it trains no step, saves the artifact, generates, scores and writes
-its record: one training per method x action, a record per rung. A method's step count for a model is the
-smallest rung whose Total, averaged over the actions, is within `--tolerance` points of its best rung.
+For each method and action, the method is judged at a ladder of step counts. Where its training does not
+depend on its total step count, one training run to the top of the ladder keeps its state at every lower rung
+(`keeping_checkpoints`), and each rung is an ordinary run (`actionbench.run`) whose artifact folder starts from
+that kept state: it trains no step, saves the artifact, generates, scores and writes its record. That rung is
+exactly the method's training of that many steps (`rungs=kept` in the CSVs). A method whose schedule is a share
+of its total steps (TwinAct's similarity loss switches on at `similarity_start` of them; a learning-rate
+schedule over the steps) would not be: the state after 200 steps of a 500-step training is not a 200-step
+training, so such a method trains each rung on its own (`rungs=trained`, naming the setting).
+
+A method's step count for a model is the smallest rung not measurably worse than its best rung: the Total,
+averaged over the actions, is bootstrapped over each action's images, paired across rungs (every rung draws
+the same prompts from the same noise), and a rung is kept when the 95% interval of its difference to the best
+rung reaches 0. More images per rung (`--samples-per-subject`) narrow the intervals.
 
     python -m actionbench.convergence --methods textual_inversion pplus --actions salute squat
     python -m actionbench.convergence --methods twinact -- model=synthetic dtype=fp32   # after --: run overrides
 
-Writes `{out}/convergence.csv` (a row per method x action x rung), `{out}/chosen.csv` (a row per method: the
-chosen step count and its Total beside the best) and `{out}/convergence.png`; the runs under `{out}/runs/`.
+Writes `{out}/convergence.csv` (a row per method x action x rung: its figures, the training seconds up to the
+rung, how the rung was made, and the invocation's overrides), `{out}/images.csv` (each rung's per-image
+verdicts, which the choice bootstraps), `{out}/chosen.csv` (a row per method: the chosen step count and its
+Total with intervals, beside the best) and `{out}/convergence.png`; the runs under `{out}/runs/`.
 Interrupted, it resumes: finished rungs are skipped, the training resumes from its last checkpoint.
 """
 
@@ -20,8 +30,10 @@ import argparse
 import os
 import shutil
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -32,11 +44,13 @@ from actionbench.errors import UserError
 from actionbench.files import write_atomic, write_json
 from actionbench.records import work_digest
 from actionbench.run import STARTED_FILE, run, with_default_suite
-from methods.mechanics.loop import keeping_checkpoints
+from methods.mechanics.loop import keeping_checkpoints, read_loop_seconds
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LADDER = (50, 100, 250, 500, 1000, 2000, 3000)
 OUT = Path("results/convergence")
+SAMPLES_PER_SUBJECT = 8  # images per (action, subject) at each rung: 184 per action in the world
+BOOTSTRAP = 2000
 
 
 def compose_run(overrides: list[str]):
@@ -63,8 +77,24 @@ def faithful_steps(overrides: list[str]) -> int:
     return int(cfg.method.max_train_steps)
 
 
-def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, overrides: list[str]) -> list[dict]:
-    """Train `method` on `action` once, to its default step count, and judge it at every rung: the records."""
+def total_step_settings(method) -> list[str]:
+    """The settings of a method's config (`cfg.method`) that make its training depend on its total step count,
+    so that its state after n steps of a longer training is not its training of n steps: a switch at a share of
+    the steps (TwinAct's similarity loss, on from `similarity_start` x the steps), or a learning-rate schedule
+    that runs over them (diffusers' `lr_scheduler` names, all but the constant ones). Empty: rungs kept from one
+    training are exact."""
+    found = []
+    if method.get("similarity_weight", 0) > 0 and 0 < method.get("similarity_start", 0) < 1:
+        found.append(f"similarity_start={method['similarity_start']}")
+    if method.get("lr_scheduler", "constant") not in ("constant", "constant_with_warmup"):
+        found.append(f"lr_scheduler={method['lr_scheduler']}")
+    return found
+
+
+def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, overrides: list[str]) -> tuple[list[dict], list[dict]]:
+    """Judge `method` on `action` at every rung of the ladder, up to its default step count: a row per rung and a
+    row per image of each rung. One training kept at every rung, or one training per rung for a method whose
+    training depends on its total step count (`total_step_settings`)."""
     base = [f"method={method}", f"action={action}", *overrides]
     steps = rungs(ladder, faithful_steps(base))
 
@@ -72,6 +102,23 @@ def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, ov
         return compose_run([*base, f"method.max_train_steps={n}", f"output_dir={out / 'runs' / method / action / f'steps{n}'}"])
 
     top = config(steps[-1])
+    relative = total_step_settings(top.method)
+    if relative:  # each rung a training of its own: its own time too
+        records = {n: run(config(n)) for n in steps}
+        seconds = {n: r["timings_s"].get("train", 0.0) for n, r in records.items()}
+    else:
+        records, seconds = kept_rungs(top, steps, config)
+    how = f"trained ({', '.join(relative)})" if relative else "kept"
+    rows = [{"method": method, "action": action, "steps": n, **{k.title(): r["aggregates"][k] for k in ("action", "subject", "total")},
+             "train_s": seconds[n], "rungs": how, "overrides": " ".join(overrides)} for n, r in sorted(records.items())]
+    images = [{"method": method, "action": action, "steps": n, "subject": i["subject"], "sample": i["sample"],
+               "total": bool(i["action_correct"] and i["subject_correct"])} for n, r in sorted(records.items()) for i in r["images"]]
+    return rows, images
+
+
+def kept_rungs(top, steps: list[int], config) -> tuple[dict[int, dict], dict[int, float]]:
+    """One training to the top rung, keeping its state at the others; each lower rung's run finishes from its kept
+    state. The records, and each rung's training seconds: the top's, less the time its loop ran after the rung."""
     with keeping_checkpoints(steps[:-1]):
         records = {steps[-1]: run(top)}
     top_artifact = Path(top.output_dir) / "artifact"
@@ -87,21 +134,53 @@ def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, ov
                 shutil.copyfile(path, artifact / path.name.removesuffix(f".step{n}"))
             write_json(artifact / STARTED_FILE, {"work_digest": work_digest(OmegaConf.to_container(cfg, resolve=True))})
         records[n] = run(cfg)
-    return [{"method": method, "action": action, "steps": n, **{k.title(): r["aggregates"][k] for k in ("action", "subject", "total")},
-             "train_s": r["timings_s"].get("train", 0.0)} for n, r in sorted(records.items())]
+    top_seconds = records[steps[-1]]["timings_s"].get("train", 0.0)
+    # {step: loop seconds}; a method that trains in stages records each stage's loop: the ladder counts the last's
+    records_s = sorted(top_artifact.glob("*.seconds.json"), key=lambda path: path.stat().st_mtime_ns)
+    loop = read_loop_seconds(records_s[-1]) if records_s else {}
+    end = loop.get(steps[-1])
+    seconds = {n: round(top_seconds - (end - loop[n]), 3) if end is not None and n in loop else float("nan")
+               for n in steps[:-1]}
+    return records, {**seconds, steps[-1]: top_seconds}
 
 
-def choose(rows: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Per method: the smallest rung whose Total, averaged over the actions, is within `tolerance` points
-    of the best rung's."""
-    mean = rows.groupby(["method", "steps"], as_index=False)["Total"].mean()
-    chosen = []
-    for method, curve in mean.groupby("method"):
-        best = curve.loc[curve["Total"].idxmax()]
-        pick = curve[curve["Total"] >= best["Total"] - tolerance].sort_values("steps").iloc[0]
-        chosen.append({"method": method, "steps": int(pick["steps"]), "Total": round(pick["Total"], 2),
-                       "best_steps": int(best["steps"]), "best_Total": round(best["Total"], 2),
-                       "default_steps": int(curve["steps"].max())})
+def rung_totals(images: pd.DataFrame, draws: list[np.ndarray] | None) -> pd.DataFrame:
+    """Total (%) per rung, averaged over the actions (sorted by name): the images as they are (`draws` None), or
+    per bootstrap draw, `draws[a][b]` a resample (indices) of action a's images; rows are draws, columns rungs."""
+    totals = []
+    for a, (_, per_action) in enumerate(images.groupby("action", sort=True)):
+        wide = per_action.pivot_table(index=["subject", "sample"], columns="steps", values="total", aggfunc="first")
+        verdicts = wide.to_numpy(dtype=float)  # (images, rungs): the same prompt and noise across a row
+        if np.isnan(verdicts).any():
+            raise UserError(f"{per_action['method'].iloc[0]} on {per_action['action'].iloc[0]}: its rungs drew "
+                            "different images (another samples_per_subject?): rerun the ladder in a fresh --out")
+        picked = verdicts[None] if draws is None else verdicts[draws[a]]
+        totals.append(pd.DataFrame(100 * picked.mean(1), columns=wide.columns))
+    return sum(totals) / len(totals)
+
+
+def choose(images: pd.DataFrame, confidence: float = 0.95, draws: int = BOOTSTRAP) -> pd.DataFrame:
+    """Per method: the best rung (highest Total, averaged over the actions) and the smallest rung not measurably
+    worse: the `confidence` interval of its Total minus the best's reaches 0. Bootstrap: each action's images
+    resampled, the same draw for every rung (they share prompts and noise); seeded by the method's name, so a
+    method's choice does not depend on which other methods are in the file."""
+    chosen, tail = [], (1 - confidence) / 2
+    for method, per_method in images.groupby("method", sort=True):
+        sizes = per_method.drop_duplicates(["action", "subject", "sample"]).groupby("action").size().sort_index()
+        rng = np.random.default_rng(zlib.crc32(method.encode()))
+        resample = [rng.integers(n, size=(draws, n)) for n in sizes]
+        point = rung_totals(per_method, None).iloc[0]
+        boot = rung_totals(per_method, resample)
+        best = point.idxmax()
+        worse = boot.sub(boot[best], axis=0)
+        low, high = boot.quantile(tail), boot.quantile(1 - tail)
+        reaches = [n for n in point.index if worse[n].quantile(1 - tail) >= 0]
+        pick = min(reaches)
+        chosen.append({"method": method, "steps": int(pick), "Total": round(point[pick], 2),
+                       "Total_low": round(low[pick], 2), "Total_high": round(high[pick], 2),
+                       "best_steps": int(best), "best_Total": round(point[best], 2),
+                       "best_low": round(low[best], 2), "best_high": round(high[best], 2),
+                       "default_steps": int(point.index.max()), "images_per_rung": int(sizes.sum())})
     return pd.DataFrame(chosen)
 
 
@@ -115,14 +194,21 @@ def plot(rows: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> None:
     for method, curve in mean.groupby("method"):
         line, = ax.plot(curve["steps"], curve["Total"], marker="o", label=method)
         pick = chosen.set_index("method").loc[method]
-        ax.plot([pick["steps"]], [pick["Total"]], marker="*", markersize=14, color=line.get_color())
+        ax.errorbar([pick["steps"]], [pick["Total"]], yerr=[[pick["Total"] - pick["Total_low"]], [pick["Total_high"] - pick["Total"]]],
+                    marker="*", markersize=14, color=line.get_color(), capsize=4)
     ax.set_xscale("log")
     ax.set_xlabel("training steps (log)")
     ax.set_ylabel(f"Total, judges (%), mean over {', '.join(sorted(rows['action'].unique()))}")
-    ax.set_title("Convergence in the world: * = the step count chosen")
+    ax.set_title("Convergence in the world: * = the step count chosen (95% interval)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def replaced(earlier: pd.DataFrame, new: pd.DataFrame, method: str, action: str) -> pd.DataFrame:
+    """`earlier` with `method` x `action`'s rows replaced by `new`'s."""
+    kept = earlier[~((earlier["method"] == method) & (earlier["action"] == action))]
+    return pd.concat([kept, new], ignore_index=True).sort_values(["method", "action", "steps"], kind="stable")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,27 +218,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--actions", nargs="+", default=["salute", "squat"])
     parser.add_argument("--ladder", nargs="+", type=int, default=list(LADDER),
                         help="step counts to judge, cut at each method's own step count (always judged)")
-    parser.add_argument("--tolerance", type=float, default=1.0, help="points of Total below the best still chosen")
+    parser.add_argument("--samples-per-subject", type=int, default=SAMPLES_PER_SUBJECT,
+                        help="images per (action, subject) at each rung; more narrow the intervals the choice reads")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="the interval of a rung's Total minus the best's that must reach 0 for it to be chosen")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("overrides", nargs="*", help="after --: overrides for every run, as actionbench.run takes them")
     args = parser.parse_args(argv)
+    overrides = [f"samples_per_subject={args.samples_per_subject}", *args.overrides]
     try:
+        if not 0 < args.confidence < 1:
+            raise UserError(f"--confidence {args.confidence} must be between 0 and 1 (0.95: a 95% interval)")
         for method in args.methods:  # every choice checked before the first training
             for action in args.actions:
-                faithful_steps([f"method={method}", f"action={action}", *args.overrides])
-        csv = args.out / "convergence.csv"
+                faithful_steps([f"method={method}", f"action={action}", *overrides])
+        csv, images_csv = args.out / "convergence.csv", args.out / "images.csv"
         earlier = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "action", "steps"])
+        images = pd.read_csv(images_csv) if images_csv.is_file() else pd.DataFrame(columns=["method", "action", "steps"])
         for method in args.methods:
             for action in args.actions:
-                rows = pd.DataFrame(ladder_runs(method, action, tuple(args.ladder), args.out, args.overrides))
-                earlier = earlier[~((earlier["method"] == method) & (earlier["action"] == action))]
-                earlier = pd.concat([earlier, rows], ignore_index=True).sort_values(["method", "action", "steps"])
-                write_atomic(csv, earlier.to_csv(index=False).encode())  # each method x action as it finishes
-        chosen = choose(earlier, args.tolerance)
+                rows, verdicts = ladder_runs(method, action, tuple(args.ladder), args.out, overrides)
+                earlier = replaced(earlier, pd.DataFrame(rows), method, action)
+                images = replaced(images, pd.DataFrame(verdicts), method, action)
+                write_atomic(images_csv, images.to_csv(index=False).encode())  # each method x action as it finishes
+                write_atomic(csv, earlier.to_csv(index=False).encode())
+        chosen = choose(images, args.confidence)
         write_atomic(args.out / "chosen.csv", chosen.to_csv(index=False).encode())
         plot(earlier, chosen, args.out / "convergence.png")
         print(chosen.to_string(index=False))
-        print(f"written: {csv}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
+        print(f"written: {csv}, {images_csv}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
     except (UserError, HydraException) as err:  # Hydra's names the valid choices of a bad config group
         print(f"actionbench.convergence: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -23,18 +24,8 @@ def _create_temporary(folder: Path, name: str) -> tuple[int, Path]:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same folder, then rename over the target (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temporary(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def write_json(path: Path, obj) -> None:
@@ -51,3 +42,21 @@ def replace_dir(tmp: Path, out: Path) -> None:
         out.replace(old)
     tmp.replace(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: Path):
+    """A binary file to write `path` through, renamed over it when the block ends (removed if the block fails):
+    for data written in pieces, too large to hold a second copy of as `write_atomic`'s bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temporary(path.parent, path.name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

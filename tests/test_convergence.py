@@ -1,14 +1,18 @@
-"""The convergence ladder: one training per method x action, each rung judged from a state that training kept."""
+"""The convergence ladder: one training per method x action, each rung judged from a state that training kept
+(or a training per rung where the schedule depends on the total step count), and a choice that reads the rungs'
+uncertainty."""
 
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import methods.mechanics.loop as loop
-from actionbench.convergence import choose, compose_run, ladder_runs, rungs
+from actionbench.convergence import choose, compose_run, ladder_runs, rungs, total_step_settings
 from actionbench.run import run
 
 TINY = ["suite=actionbench", "model=tiny"]
@@ -19,37 +23,84 @@ def test_rungs_stop_at_the_methods_own_step_count():
     assert rungs((50, 100), 100) == [50, 100]
 
 
-def test_the_chosen_step_count_is_the_smallest_within_tolerance_of_the_best_mean():
-    rows = pd.DataFrame({"method": ["ti"] * 6, "action": ["a", "b"] * 3, "steps": [50, 50, 100, 100, 200, 200],
-                         "Total": [10.0, 20.0, 30.0, 31.0, 32.0, 30.0]})  # means 15, 30.5, 31
-    chosen = choose(rows, tolerance=1.0).iloc[0]
-    assert (chosen["steps"], chosen["best_steps"], chosen["default_steps"]) == (100, 200, 200)
-    assert choose(rows, tolerance=0.4).iloc[0]["steps"] == 200
+def verdicts(method: str, totals: dict[int, list[float]], images: int = 46, seed: int = 0) -> pd.DataFrame:
+    """Per-image rows of a ladder over two actions: at rung n, exactly the share totals[n][a] of action a's images
+    are right, which ones drawn independently per rung."""
+    rng, rows = np.random.default_rng(seed), []
+    for a, action in enumerate(("salute", "squat")):
+        for n, rates in totals.items():
+            noise = rng.permutation(images) / images
+            rows += [{"method": method, "action": action, "steps": n, "subject": f"s{i // 2}", "sample": i % 2,
+                      "total": bool(noise[i] < rates[a])} for i in range(images)]
+    return pd.DataFrame(rows)
+
+
+def test_the_choice_is_the_smallest_rung_not_measurably_worse_than_the_best():
+    # 250 beats 100 by one image of 92 (about a point): noise, so 100 is chosen, not the best rung
+    images = verdicts("ti", {50: [0.1, 0.1], 100: [0.3, 0.5], 250: [16 / 46, 0.5]})
+    chosen = choose(images).iloc[0]
+    assert (chosen["steps"], chosen["best_steps"], chosen["default_steps"]) == (100, 250, 250)
+    assert chosen["Total_low"] < chosen["Total"] < chosen["Total_high"]
+    assert chosen["best_Total"] == pytest.approx(100 * (16 / 46 + 0.5) / 2, abs=0.01)
+    assert chosen["best_low"] < chosen["best_Total"] < chosen["best_high"]
+    assert chosen["images_per_rung"] == 92
+    # a gap of 8 points is noise at 46 images per action, a difference at 1,000
+    gap = {100: [0.30, 0.50], 250: [0.38, 0.58]}
+    assert choose(verdicts("ti", gap)).iloc[0]["steps"] == 100
+    assert choose(verdicts("ti", gap, images=1000)).iloc[0]["steps"] == 250
+
+
+def test_a_methods_choice_does_not_depend_on_the_other_methods_in_the_file():
+    alone = choose(verdicts("pplus", {100: [0.3, 0.5], 250: [0.4, 0.55]}))
+    beside = choose(pd.concat([verdicts("adi", {100: [0.2, 0.2], 250: [0.3, 0.3]}),
+                               verdicts("pplus", {100: [0.3, 0.5], 250: [0.4, 0.55]})]))
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), beside[beside["method"] == "pplus"].reset_index(drop=True))
+
+
+def test_only_schedules_over_the_total_step_count_make_rungs_inexact():
+    for method in ("textual_inversion", "pplus", "adi", "dreambooth", "dreambooth_lora", "custom_diffusion", "reversion"):
+        assert total_step_settings(compose_run([f"method={method}"]).method) == [], method
+    assert total_step_settings(compose_run(["method=twinact"]).method) == ["similarity_start=0.4"]
+    assert total_step_settings(compose_run(["method=twinact", "method.similarity_weight=0"]).method) == []
+    assert total_step_settings(compose_run(["method=twinact", "method.similarity_start=0"]).method) == []
+    assert total_step_settings({"lr_scheduler": "cosine"}) == ["lr_scheduler=cosine"]
 
 
 def artifact_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return {f"{p.relative_to(folder)}:{k}": v for p in sorted(folder.rglob("*.safetensors")) for k, v in load_file(p).items()}
 
 
-@pytest.mark.parametrize("method", ["textual_inversion", "dreambooth", "reversion"])  # dreambooth: no periodic checkpoint, kept states only; reversion: its own ladder (conf/tuning/synthetic_reversion.yaml)
-def test_each_rung_is_the_run_of_that_many_steps_from_a_single_training(method, mini_root, tmp_path, monkeypatch):
+def counting_and_slow(monkeypatch, pause: float = 0.0) -> list:
+    """Every loss computed by Textual Inversion's and DreamBooth's loops, counted; each takes `pause` s longer."""
     losses = []
     real_optimise = loop.optimise
 
     def counting(optimizer, compute_loss, *args, **kwargs):
         def counted():
             losses.append(1)
+            time.sleep(pause)
             return compute_loss()
         return real_optimise(optimizer, counted, *args, **kwargs)
 
     for module in ("methods.textual_inversion", "methods.dreambooth"):
         monkeypatch.setattr(f"{module}.optimise", counting)
+    return losses
+
+
+@pytest.mark.parametrize("method", ["textual_inversion", "dreambooth", "reversion"])  # dreambooth: no periodic checkpoint, kept states only; reversion: its own ladder (conf/tuning/synthetic_reversion.yaml)
+def test_each_rung_is_the_run_of_that_many_steps_from_a_single_training(method, mini_root, tmp_path, monkeypatch):
+    losses = counting_and_slow(monkeypatch, pause=0.3)
     overrides = [*TINY, f"benchmark.root={mini_root}", "method.max_train_steps=6", "samples_per_subject=1"]
     if method == "dreambooth":
         overrides.append("method.num_class_images=2")
-    rows = ladder_runs(method, "salute", (2, 4), tmp_path / "ladder", overrides)
-    assert [r["steps"] for r in rows] == [2, 4, 6]
+    rows, images = ladder_runs(method, "salute", (2, 4), tmp_path / "ladder", overrides)
+    assert [r["steps"] for r in rows] == [2, 4, 6] and {r["rungs"] for r in rows} == {"kept"}
+    assert {r["overrides"] for r in rows} == {" ".join(overrides)}  # what each row was run with
     assert len(losses) == 6  # one training of 6 steps; the rungs only finish from kept states
+    assert len(images) == 3 * len([i for i in images if i["steps"] == 2]) > 0
+    # each rung's training time is the training up to it: at least its steps' pauses, 0.6 s more per rung
+    seconds = [r["train_s"] for r in rows]
+    assert seconds[0] >= 0.6 and seconds[1] - seconds[0] >= 0.6 and seconds[2] - seconds[1] >= 0.6
 
     straight = compose_run([f"method={method}", "action=salute", *overrides, "method.max_train_steps=4",
                             f"output_dir={tmp_path / 'straight'}"])
@@ -60,6 +111,25 @@ def test_each_rung_is_the_run_of_that_many_steps_from_a_single_training(method, 
     assert all(torch.equal(rung[k], alone[k]) for k in rung)
     top = artifact_tensors(tmp_path / "ladder" / "runs" / method / "salute" / "steps6" / "artifact")
     assert any(not torch.equal(top[k], alone[k]) for k in top)  # the rungs are not all the same artifact
+
+
+def test_a_method_whose_schedule_spans_its_steps_trains_each_rung(mini_root, tmp_path, monkeypatch, capsys):
+    from actionbench.convergence import main
+
+    losses = counting_and_slow(monkeypatch)
+    monkeypatch.setattr("actionbench.convergence.total_step_settings", lambda method: ["similarity_start=0.4"])
+    overrides = [*TINY, f"benchmark.root={mini_root}", "method.max_train_steps=4"]
+    main(["--methods", "textual_inversion", "--actions", "salute", "--ladder", "2", "--samples-per-subject", "1",
+          "--out", str(tmp_path / "ladder"), "--", *overrides])
+    assert len(losses) == 2 + 4  # a training per rung
+    rows = pd.read_csv(tmp_path / "ladder" / "convergence.csv")
+    assert list(rows["steps"]) == [2, 4] and set(rows["rungs"]) == {"trained (similarity_start=0.4)"}
+    assert set(rows["overrides"]) == {" ".join(["samples_per_subject=1", *overrides])}
+    images = pd.read_csv(tmp_path / "ladder" / "images.csv")
+    assert len(images) == 2 * len(images[images["steps"] == 2]) > 0
+    chosen = pd.read_csv(tmp_path / "ladder" / "chosen.csv").iloc[0]
+    assert chosen["default_steps"] == 4 and chosen["images_per_rung"] == len(images) // 2
+    assert (tmp_path / "ladder" / "convergence.png").is_file()
 
 
 @pytest.mark.parametrize("methods, message", [(["nosuch"], "Available options in 'method'"),

@@ -43,8 +43,8 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_artifact(name, c
     init, save = loop.Resume.__init__, loop.Resume.save
     monkeypatch.setattr(loop.Resume, "__init__", lambda self, *args, **kwargs: init(self, *args, **{**kwargs, "every": 2}))
 
-    def save_then_die(self, optimizer, step):
-        save(self, optimizer, step)
+    def save_then_die(self, optimizer, step, *rest):
+        save(self, optimizer, step, *rest)
         if self.name == checkpoint:
             raise KeyboardInterrupt  # killed right after this checkpoint
 

@@ -12,7 +12,8 @@ from world import pretrain
 from world.pretrain import MODEL, PretrainConfig, captions
 from world.render import ACTIONS, SUBJECTS
 
-TINY = dict(images=64, reconstruction_images=8, vae_steps=3, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2,
+TINY = dict(images=64, reconstruction_images=8, vae_steps=3, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1,
+            vae_warmup_steps=1, checkpoint_every=2,
             text_layers=1, vae_channels=(16, 32, 32), unet_channels=(32, 32, 32), attention_head_dim=2, below_gate=True,
             curve_every_minutes=0)
 
@@ -68,10 +69,13 @@ def test_pretrain_is_deterministic_and_an_interrupted_run_resumes_to_the_same_we
     assert any(not torch.equal(whole[k], _weights(_train(tmp_path, "seed1", seed=1))[k]) for k in whole)
 
 
-def test_a_checkpoint_from_another_config_is_refused(tmp_path):
-    _train(tmp_path, "a")
-    with pytest.raises(SystemExit, match="another config"):
+def test_a_checkpoint_from_another_config_is_refused_but_not_for_another_out_dir(tmp_path):
+    first = _weights(_train(tmp_path, "a"))
+    with pytest.raises(SystemExit, match=r"another config \(differs in: learning_rate\)"):
         _train(tmp_path, "a", learning_rate=0.01)
+    # where the model is written changes no weight: the finished checkpoints are resumed, not refused
+    elsewhere = _weights(_train(tmp_path, "a", out_dir=str(tmp_path / "elsewhere"), checkpoint_every=3))
+    assert all(torch.equal(first[k], elsewhere[k]) for k in first)
 
 
 def test_a_trained_vae_is_reused_when_only_unet_settings_change(tmp_path):
@@ -86,6 +90,11 @@ def test_a_trained_vae_is_reused_when_only_unet_settings_change(tmp_path):
     assert (tmp_path / "work-b" / "vae.pt").stat().st_mtime_ns == before  # not retrained
     with pytest.raises(SystemExit, match="another config"):
         _train(tmp_path, "c", vae_learning_rate=0.01)
+    # the VAE has its own warm-up: the UNet's does not touch it, its own does
+    shutil.copy(tmp_path / "work-a" / "vae.pt", tmp_path / "work-c" / "vae.pt")
+    _train(tmp_path, "c", warmup_steps=3)
+    with pytest.raises(SystemExit, match=r"differs in: vae_warmup_steps"):
+        _train(tmp_path, "c", vae_warmup_steps=2)
 
 
 def test_the_unet_does_not_start_on_a_vae_below_the_gate(tmp_path, capsys):
@@ -107,6 +116,24 @@ def test_init_from_continues_a_trained_model_and_keeps_its_vae(tmp_path):
     assert training["initialised_from"] == json.loads((source / "training.json").read_text())
     assert training["scaling_factor"] == training["initialised_from"]["scaling_factor"]
     assert training["final_loss"]["vae"] is None and training["config"]["steps"] == 2
+
+
+def test_the_dataset_cache_holds_one_copy_of_the_renders(tmp_path, monkeypatch):
+    import tracemalloc
+
+    count = 20000  # 61 MB of renders, made up: the cache, not the renderer, is measured
+    images = np.zeros((count, 32, 32, 3), np.uint8)
+    monkeypatch.setattr(pretrain, "random_dataset", lambda n, seed: (images, np.zeros(n, int), np.zeros(n, int)))
+    tracemalloc.start()
+    try:
+        data = pretrain.dataset(PretrainConfig(images=count), tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data["images"] is images
+    assert peak < 0.6 * images.nbytes  # written in chunks, never a second copy
+    assert np.array_equal(pretrain.dataset(PretrainConfig(images=count), tmp_path)["captions"], data["captions"])
+    assert [p.name for p in tmp_path.iterdir()] == [f"dataset-{count}-seed0-subject_only0.25.npz"]
 
 
 def test_gate_and_curve_arithmetic():
@@ -131,7 +158,8 @@ def test_a_time_budget_fixes_the_step_count_once_per_work_dir(tmp_path):
     assert (resolved.steps, resolved.unet_minutes, cfg.steps) == (240, None, PretrainConfig().steps)
     again = pretrain.resolve_steps(cfg, tmp_path, "unet", lambda: pytest.fail("measured twice"))
     assert again.steps == 240  # a resumed run keeps the count it started with
-    assert pretrain.resolve_steps(PretrainConfig(vae_minutes=0.01, warmup_steps=10), tmp_path, "vae", lambda: 1.0).vae_steps == 11
+    # at least one step past the phase's own warm-up
+    assert pretrain.resolve_steps(PretrainConfig(vae_minutes=0.01, vae_warmup_steps=10), tmp_path, "vae", lambda: 1.0).vae_steps == 11
 
 
 def test_the_learning_curve_is_judged_and_recorded(tmp_path):
@@ -160,6 +188,8 @@ def test_committed_model_is_stable_diffusion_within_budget():
         training = training["initialised_from"]
     defaults = json.loads(json.dumps(pretrain.asdict(PretrainConfig())))
     operational = {"device", "work_dir", "out_dir", "checkpoint_every", "curve_every_minutes", "below_gate"}
+    # trained before the VAE had a warm-up of its own: it ran the UNet's
+    training["config"].setdefault("vae_warmup_steps", training["config"]["warmup_steps"])
     assert {k: training["config"].get(k) for k in defaults if k not in operational} == \
         {k: v for k, v in defaults.items() if k not in operational}, \
         "the committed model's first stage was trained with the defaults `python -m world.pretrain` uses"

@@ -29,18 +29,9 @@ from tqdm.auto import tqdm
 
 from actionbench.files import replace_dir
 from world import BENCHMARK, CONTROLNET
-from world.pretrain import (
-    MODEL,
-    Checkpoint,
-    LossLog,
-    PretrainConfig,
-    TrainingClock,
-    dataset,
-    encode,
-    lr_at,
-    resolve_steps,
-    time_per_step,
-)
+from world.pretrain import MODEL, PretrainConfig, dataset, encode, resolve_steps, time_per_step
+from world.training import Checkpoint, Training
+from world.training import train as train_loop
 from world.render import ACTIONS, BENCHMARK_ACTIONS, pose_maps
 from methods.mechanics.tokens import token_ids
 
@@ -94,25 +85,13 @@ def train(controlnet, pipe, data: dict[str, torch.Tensor], cfg: ControlNetConfig
           device: torch.device) -> tuple[list[float], float]:
     """The ControlNet learns to steer the frozen UNet's noise prediction (the base model's own loss) from the pose
     map; returns the per-step losses and the training seconds (over all resumed runs)."""
-    checkpoint = Checkpoint(work, "controlnet", cfg, TRAIN_FIELDS)
     unet, scheduler = pipe.unet.to(device).requires_grad_(False).eval(), pipe.scheduler
     controlnet.to(device).train()
-    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(cfg.seed + 3)
-    state, start, losses, seconds = checkpoint.load(), 0, [], 0.0
-    if state:
-        controlnet.load_state_dict(state["controlnet"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start, losses, seconds = state["step"], state["losses"], state["seconds"]
     scaling, empty = pipe.vae.config.scaling_factor, len(data["hidden"]) - 1
     v_prediction = scheduler.config.prediction_type == "v_prediction"
-    log, elapsed = LossLog(losses), TrainingClock(device, seconds)
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="ControlNet", unit="step")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg, cfg.steps, cfg.learning_rate)
+    def loss() -> torch.Tensor:
         index = torch.randint(len(data["means"]), (cfg.batch_size,), generator=generator, device=device)
         sampled = torch.randn(data["means"][index].shape, generator=generator, device=device)
         latents = (data["means"][index] + data["stds"][index] * sampled) * scaling
@@ -128,19 +107,13 @@ def train(controlnet, pipe, data: dict[str, torch.Tensor], cfg: ControlNetConfig
         down, middle = controlnet(noisy, timesteps, hidden, controlnet_cond=pose, return_dict=False)
         prediction = unet(noisy, timesteps, hidden, down_block_additional_residuals=down,
                           mid_block_additional_residual=middle).sample
-        loss = F.mse_loss(prediction.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
-        optimizer.step()
-        log.add(loss)
-        last = step + 1 == cfg.steps
-        if (step + 1) % 50 == 0 or last:
-            bar.set_postfix(loss=f"{np.mean(log.flush()[-100:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or last:
-            checkpoint.save(controlnet=controlnet.state_dict(), optimizer=optimizer.state_dict(),
-                            generator=generator.get_state(), step=step + 1, losses=log.flush(), seconds=elapsed())
-    return log.flush(), elapsed()
+        return F.mse_loss(prediction.float(), target)
+
+    return train_loop(Training(
+        "ControlNet", {"controlnet": controlnet},
+        torch.optim.AdamW(controlnet.parameters(), lr=cfg.learning_rate, weight_decay=0.0), generator, loss, cfg.steps,
+        cfg.warmup_steps, Checkpoint(work, "controlnet", cfg, TRAIN_FIELDS), cfg.checkpoint_every, device,
+        max_grad_norm=1.0))
 
 
 @torch.no_grad()

@@ -19,25 +19,23 @@ weights are judged on a fixed prompt set (the learning curve in the real metric,
 from __future__ import annotations
 
 import copy
-import io
 import json
-import math
 import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from omegaconf import OmegaConf
-from tqdm.auto import tqdm
 
-from actionbench.files import replace_dir, write_atomic
+from actionbench.files import atomic_file, replace_dir, write_atomic
 from world import WORLD
+from world.training import Checkpoint, Training, train
 from world.render import ACTIONS, EVAL_SUBJECTS, KNOWN_ACTIONS, SUBJECTS, random_dataset
 from methods.mechanics.tokens import token_ids
 
@@ -61,6 +59,7 @@ class PretrainConfig:
     vae_batch_size: int = 64
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
+    vae_warmup_steps: int = 200  # linear warm-up of the VAE's learning rate, then cosine decay
     vae_minutes: float | None = None  # set: `vae_steps` becomes what fits this budget, timed on the first steps
     vae_gate: tuple[float, float] = (97.0, 99.0)  # round trip judged right (action, subject %), else stop
     below_gate: bool = False  # true: train the UNet on a VAE below the gate anyway
@@ -73,7 +72,7 @@ class PretrainConfig:
     steps: int = 3618
     batch_size: int = 256
     learning_rate: float = 1e-3
-    warmup_steps: int = 200
+    warmup_steps: int = 200  # the UNet's warm-up (the VAE has its own)
     weight_decay: float = 0.0
     snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al., 2023); 0 turns it off
     ema_decay: float = 0.999
@@ -147,9 +146,8 @@ def dataset(cfg: PretrainConfig, work: Path) -> dict[str, np.ndarray]:
     images, subject_ids, action_ids = random_dataset(cfg.images, cfg.seed)
     texts = captions(subject_ids, action_ids, np.random.default_rng([cfg.seed, 1]), cfg.subject_only_p)
     data = {"images": images, "subjects": subject_ids, "actions": action_ids, "captions": np.array(texts)}
-    buffer = io.BytesIO()
-    np.savez(buffer, **data)
-    write_atomic(path, buffer.getvalue())
+    with atomic_file(path) as handle:  # streamed: 614 MB of renders at 200k images are held once, not copied
+        np.savez(handle, **data)
     return data
 
 
@@ -158,112 +156,35 @@ def pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def lr_at(step: int, cfg: PretrainConfig, total: int, peak: float) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < cfg.warmup_steps:
-        return peak * (step + 1) / cfg.warmup_steps
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
-
-
-# The settings each phase's result depends on: a VAE checkpoint stays valid when only UNet settings change.
+# The settings each phase's result depends on: a VAE checkpoint stays valid when only UNet settings change, and
+# neither depends on where the model is written or how often progress is reported.
 DATA_FIELDS = ("seed", "images", "subject_only_p")
 VAE_FIELDS = DATA_FIELDS + ("latent_channels", "vae_channels", "vae_steps", "vae_batch_size", "vae_learning_rate",
-                            "vae_kl_weight", "warmup_steps")
+                            "vae_kl_weight", "vae_warmup_steps")
+UNET_FIELDS = VAE_FIELDS + ("device", "caption_dropout", "text_width", "text_layers", "unet_channels", "unet_plain_levels",
+                            "unet_layers", "attention_head_dim", "steps", "batch_size", "learning_rate", "warmup_steps",
+                            "weight_decay", "snr_gamma", "ema_decay", "mixed_precision", "channels_last", "init_from")
 
 
-class Checkpoint:
-    """One file per phase in work_dir, written atomically; holds everything a resumed run needs."""
-
-    def __init__(self, work: Path, phase: str, cfg: PretrainConfig, fields: tuple[str, ...] | None = None):
-        config = asdict(cfg)
-        self.path = work / f"{phase}.pt"
-        self.cfg = {k: config[k] for k in fields} if fields else config
-
-    def load(self) -> dict | None:
-        if not self.path.exists():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state["config"] != self.cfg:
-            raise SystemExit(f"{self.path} was written with another config; delete it (or use another work_dir)")
-        return state
-
-    def save(self, **state) -> None:
-        buffer = io.BytesIO()
-        torch.save({"config": self.cfg, **state}, buffer)
-        write_atomic(self.path, buffer.getvalue())
-
-
-class LossLog:
-    """Per-step losses kept on the device and copied to the host in batches: one sync per flush, not per step."""
-
-    def __init__(self, values: list[float]):
-        self.values, self.pending = values, []
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.pending.append(loss.detach())
-
-    def flush(self) -> list[float]:
-        if self.pending:
-            self.values += torch.stack(self.pending).tolist()
-            self.pending = []
-        return self.values
-
-
-class TrainingClock:
-    """Seconds of training so far, carried over from earlier runs of a resumed training (`start`); on CUDA read
-    once the queued work is done, so it counts what ran, not what was queued."""
-
-    def __init__(self, device: torch.device, start: float = 0.0):
-        self.device, self.start, self.began = device, start, time.perf_counter()
-
-    def __call__(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return self.start + time.perf_counter() - self.began
-
-    def restart(self, at: float) -> None:
-        """Go on from `at` seconds: the time since (judging, say) is not training."""
-        self.start, self.began = at, time.perf_counter()
-
-
-def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> list[float]:
+def train_vae(vae, images: np.ndarray, cfg: PretrainConfig, work: Path, device: torch.device) -> tuple[list[float], float]:
     """Reconstruction (L1 + MSE) plus a small KL term: smooth, well-scaled latents for the UNet."""
-    checkpoint = Checkpoint(work, "vae", cfg, VAE_FIELDS)
-    vae.to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_learning_rate, weight_decay=0.0)
-    generator = torch.Generator(device).manual_seed(cfg.seed + 1)
-    state, start, losses, seconds = checkpoint.load(), 0, [], 0.0
-    if state:
-        vae.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start, losses, seconds = state["step"], state["losses"], state["seconds"]
-    clock = TrainingClock(device, seconds)
     vae.to(device).train()
+    generator = torch.Generator(device).manual_seed(cfg.seed + 1)
     data = torch.from_numpy(images).to(device)  # uint8 on the device; batches are converted there
-    log = LossLog(losses)
-    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="VAE", unit="step")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg, cfg.vae_steps, cfg.vae_learning_rate)
+
+    def loss() -> torch.Tensor:
         index = torch.randint(len(data), (cfg.vae_batch_size,), generator=generator, device=device)
         batch = pixels(data[index])
         posterior = vae.encode(batch).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=device)
         reconstruction = vae.decode(latents).sample
-        loss = (F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
+        return (F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
                 + cfg.vae_kl_weight * posterior.kl().mean())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        log.add(loss)
-        last = step + 1 == cfg.vae_steps
-        if (step + 1) % 50 == 0 or last:
-            bar.set_postfix(loss=f"{np.mean(log.flush()[-50:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or last:
-            checkpoint.save(model=vae.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                            step=step + 1, losses=log.flush(), seconds=clock())
-    return log.flush(), clock()
+
+    return train(Training(
+        "VAE", {"vae": vae}, torch.optim.AdamW(vae.parameters(), lr=cfg.vae_learning_rate, weight_decay=0.0), generator,
+        loss, cfg.vae_steps, cfg.vae_warmup_steps, Checkpoint(work, "vae", cfg, VAE_FIELDS), cfg.checkpoint_every, device,
+        window=50))
 
 
 @torch.no_grad()
@@ -349,56 +270,22 @@ class CurveJudge:
         return curve_point(verdict["action"] == self.actions, verdict["subject"] == self.subjects, step, seconds)
 
 
-@contextmanager
-def swapped_in(params: list[torch.Tensor], ema: list[torch.Tensor]):
-    """The EMA weights in place of the trained ones (for judging), restored afterwards."""
-    saved = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        torch._foreach_copy_(params, ema)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            torch._foreach_copy_(params, saved)
-
-
 def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: PretrainConfig, work: Path,
                device: torch.device, scaling_factor: float, empty_ids: torch.Tensor, judge_curve=None):
     """v-prediction on sampled latents, jointly with the text encoder; EMA weights are what ships.
 
     `judge_curve(step, seconds)`, if given, is called with the EMA weights in place every
     `curve_every_minutes` of training time (and at the end); its points are the learning curve."""
-    checkpoint = Checkpoint(work, "unet", cfg)
-    unet.to(device)
-    text_encoder.to(device)
+    unet.to(device).train()
+    text_encoder.to(device).train()
     if cfg.channels_last:
         unet.to(memory_format=torch.channels_last)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    ema = [p.detach().clone() for p in params]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
     generator = torch.Generator(device).manual_seed(cfg.seed + 2)
-    state, start, losses, seconds, curve = checkpoint.load(), 0, [], 0.0, []
-    if state:
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        ema = [e.clone() for e in state["ema"]]
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start, losses, seconds, curve = state["step"], state["losses"], state["seconds"], state["curve"]
-    unet.to(device).train()
-    text_encoder.to(device).train()
-    ema = [e.to(device) for e in ema]
     means, stds, caption_ids, empty_ids = means.to(device), stds.to(device), caption_ids.to(device), empty_ids.to(device)
-    alphas = scheduler.alphas_cumprod.to(device)
-    snr_all = alphas / (1 - alphas)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
-    next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60 if cfg.curve_every_minutes else math.inf
-    log, elapsed = LossLog(losses), TrainingClock(device, seconds)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="UNet", unit="step")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg, cfg.steps, cfg.learning_rate)
+
+    def loss() -> torch.Tensor:
         index = torch.randint(len(means), (cfg.batch_size,), generator=generator, device=device)
         noise_latent = torch.randn(means[index].shape, generator=generator, device=device)
         latents = (means[index] + stds[index] * noise_latent) * scaling_factor
@@ -416,36 +303,31 @@ def train_unet(unet, text_encoder, scheduler, means, stds, caption_ids, cfg: Pre
             prediction = unet(noisy, timesteps, hidden).sample
         per_sample = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            snr = snr_all[timesteps]
+            snr = compute_snr(scheduler, timesteps)
             per_sample = per_sample * torch.clamp(snr, max=cfg.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
-        loss = per_sample.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        log.add(loss)
-        last = step + 1 == cfg.steps
-        if (step + 1) % 50 == 0 or last:
-            bar.set_postfix(loss=f"{np.mean(log.flush()[-100:]):.4f}")
-            if judge_curve and (elapsed() >= next_curve or last):
-                now = elapsed()
-                with swapped_in(params, ema):
-                    curve.append(judge_curve(step + 1, now))
-                print(f"curve: {curve[-1]}", flush=True)
-                next_curve = (len(curve) + 1) * cfg.curve_every_minutes * 60
-                elapsed.restart(now)  # judging time is not training time
-        if (step + 1) % cfg.checkpoint_every == 0 or last:
-            checkpoint.save(unet=unet.state_dict(), text_encoder=text_encoder.state_dict(), ema=[e.cpu() for e in ema],
-                            optimizer=optimizer.state_dict(), generator=generator.get_state(), step=step + 1,
-                            losses=log.flush(), seconds=elapsed(), curve=curve)
-    with torch.no_grad():
-        torch._foreach_copy_(params, ema)
+        return per_sample.mean()
+
+    training = Training("UNet", {"unet": unet, "text_encoder": text_encoder},
+                        torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=device.type == "cuda"),
+                        generator, loss, cfg.steps, cfg.warmup_steps, Checkpoint(work, "unet", cfg, UNET_FIELDS),
+                        cfg.checkpoint_every, device, max_grad_norm=1.0, ema_decay=cfg.ema_decay,
+                        extra={"curve": []})
+
+    def curve_point(step: int, last: bool, clock) -> None:
+        """The EMA weights judged every curve_every_minutes of training (and at the end); judging is not training."""
+        curve = training.extra["curve"]
+        if judge_curve and (clock() >= (len(curve) + 1) * cfg.curve_every_minutes * 60 or last):
+            now = clock()
+            with training.ema_swapped_in():
+                curve.append(judge_curve(step, now))
+            print(f"curve: {curve[-1]}", flush=True)
+            clock.restart(now)
+
+    training.every_50 = curve_point
+    losses, seconds = train(training)
     if cfg.channels_last:
         unet.to(memory_format=torch.contiguous_format)
-    return log.flush(), elapsed(), curve
+    return losses, seconds, training.extra["curve"]
 
 
 def seconds_per_step(run, short: int = 15, long: int = 65) -> float:
@@ -471,7 +353,8 @@ def resolve_steps(cfg: PretrainConfig, work: Path, phase: str, measure) -> Pretr
         timing = json.loads(record.read_text())
     else:
         per_step = measure()
-        timing = {"seconds_per_step": per_step, "steps": max(cfg.warmup_steps + 1, int(minutes * 60 / per_step))}
+        warmup = cfg.vae_warmup_steps if phase == "vae" else cfg.warmup_steps
+        timing = {"seconds_per_step": per_step, "steps": max(warmup + 1, int(minutes * 60 / per_step))}
         write_atomic(record, (json.dumps(timing) + "\n").encode())
     print(f"{phase}: {timing['seconds_per_step']:.4f} s per step; {timing['steps']} steps fit {minutes} min", flush=True)
     resolved = copy.deepcopy(cfg)

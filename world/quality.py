@@ -146,7 +146,7 @@ def stages_text(training: dict) -> str:
     lines = []
     for i, stage in enumerate(stages(training), 1):
         cfg = stage["config"]
-        unused = set(VAE_FIELDS) - set(DATA_FIELDS) - {"warmup_steps"} | {"vae_minutes"} if cfg.get("init_from") else set()
+        unused = set(VAE_FIELDS) - set(DATA_FIELDS) | {"vae_minutes"} if cfg.get("init_from") else set()
         changed = " ".join(f"{k}={'PREVIOUS_STAGE' if k == 'init_from' else v if isinstance(v, str) else json.dumps(v).replace(' ', '')}"
                            for k, v in cfg.items() if k not in operational | unused and defaults.get(k) != v)
         lines.append(f"{i}. on {stage['device_name']}: VAE {stage['minutes']['vae']} min, UNet {stage['minutes']['unet']} "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,9 @@ _kept_steps: frozenset[int] = frozenset()
 def keeping_checkpoints(steps):
     """Within this, every resumable training also keeps its state at each of these step counts, in
     `{checkpoint}.step{N}` beside its checkpoint: the convergence ladder (actionbench.convergence) judges one
-    training run at several step counts by finishing a copy of the run from each kept state."""
+    training run at several step counts by finishing a copy of the run from each kept state. Beside them,
+    `{checkpoint}.seconds.json` says how many seconds the loop had run at each kept step and at its end (over
+    every resumed run), so a rung reports the training time up to it."""
     global _kept_steps
     before, _kept_steps = _kept_steps, frozenset(int(s) for s in steps)
     try:
@@ -48,10 +52,20 @@ class Resume:
         """Where `keeping_checkpoints` keeps the state after `step` steps."""
         return Path(self.folder) / f"{self.name}.step{step}"
 
-    def load(self, optimizer: torch.optim.Optimizer) -> int:
-        """Restore the saved state, if any; the step to continue from."""
+    @property
+    def seconds_path(self) -> Path:
+        """Where `keeping_checkpoints` records the loop's seconds at each kept step and at its end."""
+        return Path(self.folder) / f"{self.name}.seconds.json"
+
+    def record_seconds(self, step: int, seconds: float) -> None:
+        times = read_loop_seconds(self.seconds_path)
+        times[step] = round(seconds, 3)
+        write_atomic(self.seconds_path, json.dumps({str(k): v for k, v in sorted(times.items())}).encode())
+
+    def load(self, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+        """Restore the saved state, if any: the step to continue from, and the loop's seconds until then."""
         if not self.path.is_file():
-            return 0
+            return 0, 0.0
         state = torch.load(self.path, map_location="cpu", weights_only=False)
         with torch.no_grad():
             for param, saved in zip(_params(optimizer), state["params"]):
@@ -59,13 +73,18 @@ class Resume:
         optimizer.load_state_dict(state["optimizer"])
         for generator, saved in zip(self.generators, state["generators"]):
             generator.set_state(saved)
-        return state["step"]
+        return state["step"], state.get("seconds", 0.0)
 
-    def save(self, optimizer: torch.optim.Optimizer, step: int, path: Path | None = None) -> None:
+    def save(self, optimizer: torch.optim.Optimizer, step: int, seconds: float, path: Path | None = None) -> None:
         buffer = io.BytesIO()
-        torch.save({"step": step, "params": [p.detach().cpu() for p in _params(optimizer)],
+        torch.save({"step": step, "seconds": seconds, "params": [p.detach().cpu() for p in _params(optimizer)],
                     "optimizer": optimizer.state_dict(), "generators": [g.get_state() for g in self.generators]}, buffer)
         write_atomic(path or self.path, buffer.getvalue())
+
+
+def read_loop_seconds(path: Path) -> dict[int, float]:
+    """{step: seconds of the loop up to it} from a `keeping_checkpoints` record; empty if there is none."""
+    return {int(k): v for k, v in json.loads(Path(path).read_text()).items()} if Path(path).is_file() else {}
 
 
 def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -94,7 +113,12 @@ def optimise(
     for display only. With `resume`, a killed run continues from its last checkpoint. `before_step(step)`
     is told each step's index first (schedules that switch on part-way, such as TwinAct's similarity loss).
     """
-    start = resume.load(optimizer) if resume else 0
+    start, earlier = resume.load(optimizer) if resume else (0, 0.0)
+    began = time.perf_counter()
+
+    def seconds() -> float:  # of this loop, over every resumed run
+        return earlier + time.perf_counter() - began
+
     bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
     for step in bar:
         if before_step is not None:
@@ -112,8 +136,11 @@ def optimise(
         if step % log_every == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if resume and step + 1 in _kept_steps:
-            resume.save(optimizer, step + 1, resume.kept(step + 1))
+            resume.record_seconds(step + 1, seconds())
+            resume.save(optimizer, step + 1, seconds(), resume.kept(step + 1))
         if resume and resume.every and (step + 1) % resume.every == 0 and step + 1 < steps:
-            resume.save(optimizer, step + 1)
+            resume.save(optimizer, step + 1, seconds())
     if resume:
+        if _kept_steps:
+            resume.record_seconds(steps, seconds())
         resume.path.unlink(missing_ok=True)
