@@ -95,6 +95,8 @@ def optimise(
     is told each step's index first (schedules that switch on part-way, such as TwinAct's similarity loss).
     """
     start = resume.load(optimizer) if resume else 0
+    if start:
+        print(f"{desc}: resuming from the checkpoint at step {start} of {steps}")
     bar = tqdm(range(start, steps), desc=desc, unit="step", initial=start, total=steps)
     for step in bar:
         if before_step is not None:
