@@ -27,7 +27,7 @@ from urllib.parse import quote
 import hydra
 import pandas as pd
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
@@ -35,6 +35,7 @@ from werkzeug.serving import make_server
 from actionbench.errors import UserError
 from actionbench.files import write_atomic
 from actionbench.leaderboard import read_records, run_task
+from actionbench.rater_links import load_secret, rater_link, read_raters, valid_token, write_links
 from actionbench.votes import DB_FILE, answer, connect, judged, read_votes, undo
 
 PAGE = Path(__file__).parent / "judge_page"
@@ -126,8 +127,9 @@ def _png(path: Path) -> Response:
     return Response(buffer.getvalue(), mimetype="image/png")
 
 
-def make_app(study: Study) -> Flask:
-    """The judging page and its JSON API; every answer is committed before the response that shows the next image."""
+def make_app(study: Study, raters: tuple[str, ...] = (), secret: bytes = b"") -> Flask:
+    """The judging page and its JSON API; every answer is committed before the response that shows the next image.
+    With `raters`, a request is served only for one of them and with their token (actionbench/rater_links.py)."""
     app = Flask(__name__, static_folder=str(PAGE), static_url_path="/page")
     by_key = {item.key: item for item in study.items}
     mine = {(item.digest, item.file) for item in study.items}
@@ -148,11 +150,17 @@ def make_app(study: Study) -> Flask:
                                     "exemplars": [f"/exemplar/{image.exemplars}/{i}"
                                                   for i in range(len(study.exemplars[image.exemplars]))]}}
 
-    def rater_of(value) -> str:
+    def rater_of(value, token=None) -> str:
+        """The request's rater; in a study of named raters, only with that rater's own token (else 403)."""
         try:
-            return check_rater(value)
+            rater = check_rater(value)
         except UserError as err:
-            abort(400, f"{err}; open the page as /?rater=YOUR_NAME")
+            rater = None
+            if not raters:
+                abort(400, f"{err}; open the page as /?rater=YOUR_NAME")
+        if raters and (rater not in raters or not valid_token(secret, rater, token)):
+            abort(403, "this study gives each rater a link of their own, with a token: open the one you were given")
+        return rater
 
     def body() -> dict:
         data = request.get_json(silent=True)
@@ -170,14 +178,14 @@ def make_app(study: Study) -> Flask:
 
     @app.get("/api/next")
     def next_image():
-        rater = rater_of(request.args.get("rater"))
+        rater = rater_of(request.args.get("rater"), request.args.get("token"))
         with closing(connect(study.database)) as db:
             return jsonify(state(db, rater))
 
     @app.post("/api/answer")
     def store_answer():
         data = body()
-        rater = rater_of(data.get("rater"))
+        rater = rater_of(data.get("rater"), data.get("token"))
         item = by_key.get(data.get("key")) if isinstance(data.get("key"), str) else None
         if item is None:
             abort(404, f"unknown image key {data.get('key')!r}")
@@ -192,7 +200,8 @@ def make_app(study: Study) -> Flask:
 
     @app.post("/api/undo")
     def undo_last():
-        rater = rater_of(body().get("rater"))
+        data = body()
+        rater = rater_of(data.get("rater"), data.get("token"))
         with closing(connect(study.database)) as db:
             undo(db, rater, within=mine)
             return jsonify(state(db, rater))
@@ -238,7 +247,13 @@ def inert(table: pd.DataFrame) -> pd.DataFrame:
 
 def serve(cfg: DictConfig) -> None:
     """Check the settings, load the study, then serve the page until Ctrl-C."""
-    rater = check_rater(cfg.rater)
+    listed = cfg.get("raters")
+    if listed is not None and cfg.rater is not None:
+        raise UserError("give rater=NAME (one person; the page takes any name) or raters=[ann,bob] / raters=FILE "
+                        "(a link with a secret token per rater, for a shared page), not both")
+    raters = read_raters(OmegaConf.to_object(listed) if OmegaConf.is_config(listed) else listed,
+                         check_rater) if listed is not None else []
+    rater = None if raters else check_rater(cfg.rater)
     if isinstance(cfg.port, bool) or not isinstance(cfg.port, int) or not 0 <= cfg.port <= 65535:
         raise UserError(f"port={cfg.port!r} must be a port number from 0 to 65535 (0: any free port)")
     sample = cfg.per_method_action
@@ -246,14 +261,24 @@ def serve(cfg: DictConfig) -> None:
         raise UserError(f"per_method_action={sample!r} must be a positive whole number (images per method x action), "
                         "or null for every image")
     study = load_study(Path(cfg.results_dir), cfg.per_method_action, cfg.seed)
-    server = make_server(cfg.host, cfg.port, make_app(study), threaded=True)
+    secret = load_secret(Path(cfg.results_dir)) if raters else b""
+    server = make_server(cfg.host, cfg.port, make_app(study, tuple(raters), secret), threaded=True)
     loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
     shown = socket.gethostname() if cfg.host in ("0.0.0.0", "::") else cfg.host
     print(f"{len(study.items)} images to judge under {cfg.results_dir}; answers go to {study.database}")
     print(f"bound to {cfg.host}: " + ("this machine only (host=0.0.0.0 shares the page with your network)" if loopback
-                                       else "every machine that can reach this one can open the page and answer"))
-    print(f"open http://{shown}:{server.server_port}/?rater={quote(rater)}  (other raters: their own name after "
-          "rater=; Ctrl-C stops)", flush=True)
+                                       else "every machine that can reach this one can open the page and "
+                                       + ("see images; only the raters' links below answer" if raters else "answer")))
+    base = f"http://{shown}:{server.server_port}"
+    if raters:
+        links = {name: rater_link(base, secret, name) for name in raters}
+        path = write_links(Path(cfg.results_dir), links)
+        print(f"each rater's own link (only it can answer under that name; also in {path}):")
+        for name, link in links.items():
+            print(f"  {name}: {link}")
+        print("Ctrl-C stops; a restart with the same results_dir honours the same links", flush=True)
+    else:
+        print(f"open {base}/?rater={quote(rater)}  (other raters: their own name after rater=; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from actionbench.files import write_json
 from actionbench.generate import generate_images
 from actionbench.models import resolve_device, resolve_dtype
 from actionbench.records import RECORD_FILE, SPEED_ONLY, work_digest, write_record
+from actionbench.runlock import LOCK_FILE, RunLock
 
 import world  # noqa: F401, E402  an entry point: registers the resolvers (${world:...}) of conf/'s world configs
 
@@ -162,14 +163,20 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except UserError as err:
-        print(f"actionbench: error: {err}", file=sys.stderr)
-        run_dir = Path(cfg.output_dir)
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # Hydra creates the run folder up front; a run refused at validation leaves none
-        sys.exit(2)
+    run_dir = Path(cfg.output_dir)
+    with RunLock(run_dir) as lock:  # held for the run's whole life (actionbench/runlock.py)
+        if not lock.held:
+            print(f"skipped: {run_dir} is running elsewhere ({lock.holder or 'another process'} holds its lock); "
+                  "relaunch once it has finished to skip or resume it")
+            return
+        try:
+            run(cfg)
+        except UserError as err:
+            print(f"actionbench: error: {err}", file=sys.stderr)
+            if {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
+                lock.release(remove=True)
+                run_dir.rmdir()  # Hydra creates the run folder up front; a run refused at validation leaves none
+            sys.exit(2)
 
 
 def with_default_suite(argv: list[str], environ) -> list[str]:

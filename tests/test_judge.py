@@ -10,7 +10,7 @@ from judge_fixtures import METHODS, make_sweep
 from omegaconf import OmegaConf
 from PIL import Image
 
-from actionbench import judge, leaderboard
+from actionbench import judge, leaderboard, rater_links
 from actionbench.errors import UserError
 from actionbench.votes import DB_FILE, answer, connect, majority
 from eval.aggregate import agreement
@@ -324,3 +324,67 @@ def test_without_votes_the_board_has_no_human_columns(sweep):
     _, board, _, _ = leaderboard.build(results, resamples=10)
     assert not [c for c in board if c.startswith(("Human", "Agree", "Kappa"))]
     assert "People" not in leaderboard.markdown(board)
+
+
+def linked_client(results, raters=("ann", "bob")):
+    """The app of a study with per-rater links, its secret loaded as `serve` loads it (from results_dir)."""
+    return judge.make_app(judge.load_study(results), raters, rater_links.load_secret(results)).test_client()
+
+
+def test_raters_links_refuse_missing_or_forged_tokens_and_write_nothing(sweep):
+    results, images = sweep
+    client, secret = linked_client(results), rater_links.load_secret(results)
+    ann, bob = (rater_links.rater_token(secret, name) for name in ("ann", "bob"))
+    key = next(iter(images))
+    good = {"rater": "ann", "token": ann, "key": key, "action": True, "subject": True, "seconds": 1.0}
+    for token in (None, "", bob, "0" * 32, ann[:-1], ann.upper(), 12345):
+        assert client.get(f"/api/next?rater=ann&token={token}").status_code == 403
+        assert client.post("/api/answer", json={**good, "token": token}).status_code == 403
+        assert client.post("/api/undo", json={"rater": "ann", "token": token}).status_code == 403
+    eve = rater_links.rater_token(secret, "eve")  # a valid HMAC, but eve is not in the study
+    assert client.post("/api/answer", json={**good, "rater": "eve", "token": eve}).status_code == 403
+    assert client.get("/api/next?rater=ann").status_code == 403 and client.get("/api/next").status_code == 403
+    assert "link of their own" in client.get("/api/next?rater=ann").get_json()["error"]
+    assert rows(results) == []
+    assert client.get(f"/api/next?rater=ann&token={ann}").get_json()["judged"] == 0
+    assert client.post("/api/answer", json=good).status_code == 200 and len(rows(results)) == 1
+
+
+def test_raters_cannot_touch_each_others_answers_and_links_survive_a_restart(sweep):
+    results, _ = sweep
+    client, secret = linked_client(results), rater_links.load_secret(results)
+    ann, bob = (rater_links.rater_token(secret, name) for name in ("ann", "bob"))
+    state = client.get(f"/api/next?rater=ann&token={ann}").get_json()
+    for _ in range(2):
+        state = client.post("/api/answer", json={"rater": "ann", "token": ann, "key": state["image"]["key"],
+                                                 "action": True, "subject": False, "seconds": 2}).get_json()
+    annes = rows(results)
+    assert len(annes) == 2
+    assert client.post("/api/undo", json={"rater": "ann", "token": bob}).status_code == 403
+    assert client.post("/api/answer", json={"rater": "ann", "token": bob, "key": state["image"]["key"],
+                                            "action": False, "subject": False, "seconds": 1}).status_code == 403
+    assert client.post("/api/undo", json={"rater": "bob", "token": bob}).status_code == 200, "bob's own undo"
+    assert rows(results) == annes, "bob's requests left ann's answers as they were"
+    # A restarted server: a new app over the same results folder honours the same links, and only those.
+    restarted = linked_client(results)
+    assert rater_links.load_secret(results) == secret
+    assert restarted.get(f"/api/next?rater=ann&token={ann}").get_json()["judged"] == 2
+    assert restarted.get(f"/api/next?rater=bob&token={ann}").status_code == 403
+    assert oct((results / rater_links.JUDGE_SECRET).stat().st_mode & 0o777) == "0o600"
+
+
+def test_raters_setting_takes_a_list_or_a_file_and_refuses_bad_ones(sweep, tmp_path):
+    results, _ = sweep
+    names = tmp_path / "raters.txt"
+    names.write_text("# the study's raters\nann\n\n  bob  \n")
+    assert rater_links.read_raters(str(names), judge.check_rater) == ["ann", "bob"]
+    assert rater_links.read_raters(["ann", "bob"], judge.check_rater) == ["ann", "bob"]
+    for value, words in [(["ann", "ann"], "more than once"), ([], "names nobody"), (["ann", ""], "a rater is required"),
+                         (str(tmp_path / "missing.txt"), "no such file"), (5, "a list of names")]:
+        with pytest.raises(UserError, match=words):
+            rater_links.read_raters(value, judge.check_rater)
+    base = OmegaConf.create({"results_dir": str(results), "rater": "alice", "raters": ["ann"], "host": "127.0.0.1",
+                             "port": 0, "per_method_action": None, "seed": 0, "export": None})
+    with pytest.raises(UserError, match="not both"):
+        judge.serve(base)
+    assert not (results / rater_links.JUDGE_SECRET).exists() and not (results / DB_FILE).exists()

@@ -30,14 +30,17 @@ pytestmark = needs_chromium
 class Server:
     """`python -m actionbench.judge` in a process of its own, on a free port."""
 
-    def __init__(self, results: Path):
+    def __init__(self, results: Path, raters: str | None = None):
+        who = f"raters={raters}" if raters else "rater=alice"
         self.process = subprocess.Popen([sys.executable, "-m", "actionbench.judge", f"results_dir={results}",
-                                         "rater=alice", "port=0"], cwd=REPO, stdout=subprocess.PIPE,
+                                         who, "port=0"], cwd=REPO, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
-        self.said = []
+        self.said, self.links = [], {}  # with raters: {name: the link printed for them}
         for line in self.process.stdout:
             self.said.append(line)
-            if found := re.search(r"open (http://127\.0\.0\.1:(\d+))/", line):
+            if found := re.search(r"^  (\S+): (http://127\.0\.0\.1:\d+/\?rater=\S+)$", line):
+                self.links[found[1]] = found[2]
+            if "Ctrl-C stops" in line and (found := re.search(r"(http://127\.0\.0\.1:(\d+))/", "".join(self.said))):
                 self.base, self.port = found[1], int(found[2])
                 return
         raise AssertionError("the server did not start:\n" + "".join(self.said))
@@ -61,8 +64,8 @@ def study(tmp_path):
     make_sweep(tmp_path)
     servers = []
 
-    def start() -> Server:
-        servers.append(Server(tmp_path))
+    def start(raters: str | None = None) -> Server:
+        servers.append(Server(tmp_path, raters))
         return servers[-1]
 
     yield tmp_path, start
@@ -166,3 +169,27 @@ def test_sigkill_loses_no_committed_answer_and_bad_paths_are_refused(study, driv
         assert connection.getresponse().status == 404, path
         connection.close()
     assert len(stored(results)) == 4
+
+
+def test_a_raters_link_opens_their_page_and_works_after_a_restart(study, driver):
+    results, start = study
+    server = start("[ann,bob]")
+    links = server.links
+    assert sorted(links) == ["ann", "bob"] and all("&token=" in link for link in links.values())
+    assert (results / "judge_links.txt").read_text() == "".join(f"{name}\t{link}\n" for name, link in links.items())
+    driver.get(links["ann"])
+    first = judged(driver, 0)
+    press(driver, "y", "n")
+    judged(driver, 1)
+    assert stored(results) == {("ann", first): (1, 0)}
+    driver.get(f"{server.base}/?rater=ann")  # her name without her token
+    WebDriverWait(driver, 15).until(lambda d: "link of their own" in d.find_element(By.ID, "error").text)
+    assert driver.find_element(By.ID, "judge").get_attribute("hidden") is not None, "no image to judge"
+    server.stop()
+    old, server = server.base, start("[ann,bob]")  # on another free port: a real restart keeps port=
+    assert server.links == {name: link.replace(old, server.base) for name, link in links.items()}, "the same tokens"
+    driver.get(links["ann"].replace(old, server.base))
+    judged(driver, 1)
+    press(driver, "n", "n")
+    judged(driver, 2)
+    assert len(stored(results)) == 2 and {r for r, _ in stored(results)} == {"ann"}

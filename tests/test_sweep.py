@@ -7,6 +7,7 @@ import sys
 from conftest import REPO
 
 from actionbench import leaderboard
+from actionbench.runlock import LOCK_FILE
 
 # `python -m actionbench.run` that SIGKILLs itself when the sweep's 3rd run, trained, starts drawing: a fixed
 # point (2 records written, the 3rd run's artifact finished, none of its images), whatever the machine's speed.
@@ -45,7 +46,9 @@ def test_a_killed_sweep_resumes_without_recomputing_and_gives_the_same_leaderboa
     assert sorted(before) == ["runs/sd/salute", "runs/sd/wave"]
     third = killed / "runs" / "textual_inversion" / "salute"
     assert (third / "artifact" / "trained.json").is_file() and not (third / "record.json").exists()
+    assert (third / LOCK_FILE).is_file(), "the killed run's lock file stays behind (its lock died with it)"
     relaunch = subprocess.run(_sweep(mini_root, killed), cwd=REPO, check=True, capture_output=True, text=True, timeout=900)
+    assert "running elsewhere" not in relaunch.stdout
     after = _records(killed)
     assert len(after) == 6
     assert all(after[run] == record for run, record in before.items()), "finished runs were not recomputed"

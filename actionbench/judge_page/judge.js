@@ -4,6 +4,7 @@
 // method drew an image: it knows an opaque key, the subject's wording and the action's exemplars.
 
 const rater = new URLSearchParams(location.search).get("rater");
+const token = new URLSearchParams(location.search).get("token");  // a per-rater link's (raters=): sent with every request
 const $ = (id) => document.getElementById(id);
 let current = null;  // the image on screen: {key, url, subject, exemplars}, or null when all are judged
 let answers = {};    // this image's answers so far: {action: bool, subject: bool}
@@ -19,8 +20,8 @@ async function call(path, body) {
   return data;
 }
 
-function fail(error) {
-  $("error").textContent = `Not saved: ${error.message}. Reload the page to continue.`;
+function fail(error, saving = true) {
+  $("error").textContent = saving ? `Not saved: ${error.message}. Reload the page to continue.` : `${error.message}.`;
   $("error").hidden = false;
 }
 
@@ -64,7 +65,7 @@ async function answer(question, yes) {
   if (!("action" in answers && "subject" in answers)) return;
   busy = true;
   try {
-    show(await call("/api/answer", {rater, key: current.key, action: answers.action, subject: answers.subject,
+    show(await call("/api/answer", {rater, token, key: current.key, action: answers.action, subject: answers.subject,
                                     seconds: (performance.now() - shownAt) / 1000}));
   } catch (error) { fail(error); } finally { busy = false; }
 }
@@ -77,7 +78,7 @@ async function undoLast() {
     return;
   }
   busy = true;
-  try { show(await call("/api/undo", {rater})); } catch (error) { fail(error); } finally { busy = false; }
+  try { show(await call("/api/undo", {rater, token})); } catch (error) { fail(error); } finally { busy = false; }
 }
 
 $("image").onload = () => {
@@ -102,7 +103,8 @@ document.addEventListener("keydown", (event) => {
 });
 
 if (rater) {
-  call(`/api/next?rater=${encodeURIComponent(rater)}`).then(show, fail);
+  call(`/api/next?rater=${encodeURIComponent(rater)}` + (token ? `&token=${encodeURIComponent(token)}` : ""))
+    .then(show, (error) => fail(error, false));
 } else {
   $("who").hidden = false;
   $("who").onsubmit = (event) => {

@@ -114,6 +114,8 @@ def optimise(
     is told each step's index first (schedules that switch on part-way, such as TwinAct's similarity loss).
     """
     start, earlier = resume.load(optimizer) if resume else (0, 0.0)
+    if start:
+        print(f"{desc}: resuming from the checkpoint at step {start} of {steps}")
     began = time.perf_counter()
 
     def seconds() -> float:  # of this loop, over every resumed run
