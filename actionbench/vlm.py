@@ -43,7 +43,9 @@ class VisionLanguageModel:
         return self.model == TINY
 
     def describe(self) -> dict:
-        return {"model": self.model, "revision": self.revision, "dtype": self.dtype}
+        """What judged: the model as configured and, once found, its folder (a hub snapshot's names its commit)."""
+        return {"model": self.model, "revision": self.revision, "dtype": self.dtype,
+                "weights": None if self._folder is None else str(self._folder)}
 
     def check(self) -> None:
         """Find the model's files and load its processor now, or fail with one message naming the model."""
@@ -56,16 +58,22 @@ class VisionLanguageModel:
         from transformers import AutoConfig, AutoProcessor
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
+        def unreadable(err: Exception) -> UserError:
+            return UserError(f"{self.key}={self.model!r} could not be read as a transformers model: "
+                             f"{str(err).splitlines()[0]}")
+
         try:
             config = AutoConfig.from_pretrained(self._folder)
-            processor = AutoProcessor.from_pretrained(self._folder)
         except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"{self.key}={self.model!r} could not be read as a transformers model: "
-                            f"{str(err).splitlines()[0]}") from err
+            raise unreadable(err) from err
         if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
             raise UserError(f"{self.key}={self.model!r} is a {config.model_type!r} model, not one that "
                             "AutoModelForImageTextToText loads (a vision-language model such as Qwen2.5-VL, "
                             "LLaVA, Idefics3, Gemma 3)")
+        try:
+            processor = AutoProcessor.from_pretrained(self._folder)
+        except (OSError, ValueError, KeyError) as err:
+            raise unreadable(err) from err
         if not getattr(processor, "chat_template", None) or not hasattr(processor, "tokenizer"):
             raise UserError(f"{self.key}={self.model!r}: its processor has no chat template (or no tokenizer); "
                             "VQAScore asks the question as a user turn of the model's chat template, so use "
