@@ -393,9 +393,9 @@ def _thresholds_markdown(table: pd.DataFrame | None, benchmark: str, model: str)
     if mine.empty:
         return ""
     lines = [f"### P(yes) thresholds that best match people, {benchmark} / {model}\n",
-             "Agree: % of the judged images where the recorded verdicts (at the scorer's threshold) match people's; "
-             "best threshold: the one whose verdicts would match them most often (the verdicts above stay as "
-             "recorded), with that agreement and its kappa.\n",
+             ("Agree: % of the judged images where the recorded verdicts (at the scorer's threshold) match people's; "
+              "best threshold: the one whose verdicts would match them most often (the verdicts above stay as "
+              "recorded), with that agreement and its kappa.\n"),
              "| judge | question | images | Agree | best threshold | Agree at best | Kappa at best |", "|---" * 7 + "|"]
     lines += [f"| {r.judge} | {r.question} | {r.images} | {r.Agree:.2f} | {r.best_threshold:.4f} | {r.Agree_best:.2f} | "
               + ("–" if pd.isna(r.Kappa_best) else f"{r.Kappa_best:.3f}") + " |" for r in mine.itertuples()]

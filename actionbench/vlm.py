@@ -188,8 +188,7 @@ def tiny_processor():
     """A Qwen2.5-VL processor: its image processor with images resized to 56-112 px (4-16 merged patches), a
     byte-level BPE tokenizer of 268 tokens with Qwen's special tokens, and a chat template of Qwen's form."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
-                              Qwen2VLVideoProcessor)
+    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     for first, second in TINY_MERGES:

@@ -13,8 +13,6 @@ each image on its own, not against the benchmark's other actions and subjects.
 
 from __future__ import annotations
 
-import torch
-
 from actionbench.errors import UserError, check_probability
 from actionbench.vlm import VisionLanguageModel
 from eval.scorer import Scorer

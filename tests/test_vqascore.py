@@ -3,6 +3,7 @@ logits, batching, loading from a folder, clear errors, and records, sidecars and
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,27 +155,25 @@ def test_best_threshold_is_the_best_of_every_possible_cut():
     assert leaderboard.best_threshold(np.array([0.1, 0.2]), np.array([True, True])) == (0.0, 100.0), "all yes"
 
 
-def _with_vqascore(results, images):
+def _with_vqascore(images):
     """Give every record of the sweep a VQAScore beside its headline: P(yes) from the image's index, verdicts at 0.5."""
-    rows_by_dir = {}
-    for key, row in images.items():
-        rows_by_dir.setdefault(row["run_dir"], []).append(key)
-    for run_dir in rows_by_dir:
-        path = f"{run_dir}/record.json"
-        record = json.loads(open(path).read())
+    for run_dir in {row["run_dir"] for row in images.values()}:
+        path = Path(run_dir) / "record.json"
+        record = json.loads(path.read_text())
         for i, row in enumerate(record["images"]):
             p_action, p_subject = (0.15 + 0.25 * i) % 1, (0.9 - 0.3 * i) % 1
             row.update({"vqascore.action_correct": p_action >= 0.5, "vqascore.subject_correct": p_subject >= 0.5,
                         "vqascore.action_p_yes": p_action, "vqascore.subject_p_yes": p_subject})
-            for key in rows_by_dir[run_dir]:
-                if images[key]["file"] == row["file"]:
-                    images[key].update(row)
-        open(path, "w").write(json.dumps(record))
+        path.write_text(json.dumps(record))
+        by_file = {row["file"]: row for row in record["images"]}
+        for image in images.values():
+            if image["run_dir"] == run_dir:
+                image.update(by_file[image["file"]])
 
 
 def test_the_board_gives_each_judge_its_agreement_with_people_and_the_best_threshold(tmp_path):
     images = make_sweep(tmp_path)
-    _with_vqascore(tmp_path, images)
+    _with_vqascore(images)
     db = connect(tmp_path / DB_FILE)
     for i, (key, row) in enumerate(sorted(images.items())):  # people: yes on every other image, subject on two in three
         answer(db, "r1", row["digest"], row["file"], i % 2 == 0, i % 3 != 0, 1)
