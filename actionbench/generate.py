@@ -94,3 +94,11 @@ def generate_images(
                        "subject": job.subject.name, "category": job.subject.category, "sample": job.sample, **meta}
             write_json(job.path.with_suffix(".json"), sidecar)
     return jobs
+
+
+def keep_scores(images: list[GeneratedImage], scores: list[dict]) -> None:
+    """Add each image's scores (verdicts, similarities, P(yes), whatever the scorer gave) to its sidecar under
+    "scores", replacing those of an earlier scoring: the image's file pair then says how it was judged."""
+    for image, row in zip(images, scores, strict=True):
+        path = image.path.with_suffix(".json")
+        write_json(path, {**json.loads(path.read_text()), "scores": row})

@@ -4,7 +4,8 @@
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
 tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
-within runs (eval/bootstrap.py), and the spread of per-seed Totals where a row has several seeds; the CLIP-proxy figures where a record has them), leaderboard_per_action.csv,
+within runs (eval/bootstrap.py), and the spread of per-seed Totals where a row has several seeds; the figures of the judges kept beside
+the headline one, CLIP_* and VQASCORE_*, where a record has them), leaderboard_per_action.csv,
 leaderboard_per_category.csv (Subject / Total / Leak per subject category), leaderboard_paired.csv (each
 method against sd on the same images, eval/paired.py), LEADERBOARD.md, plots/ (whatever
 else lies there is removed: boards gone) and report.html into `out` (by default results_dir; the committed
@@ -12,7 +13,9 @@ world board lives in its own folder, results/world/, which a user's board never 
 `python -m actionbench.leaderboard out=results/world` rebuilds it); boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
 (human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
-Total over the images people judged (majority of raters) and the automated verdicts' agreement with them. Records of different benchmark or model never
+Total over the images people judged (majority of raters) and the agreement with them of the automated verdicts
+(the headline judge's, and each judge's beside it: Agree_Action_CLIP, Agree_Action_VQASCORE), and where a judge
+gives P(yes) (VQAScore) leaderboard_thresholds.csv says which threshold would have matched them best. Records of different benchmark or model never
 share a row; a method run with overridden settings (method.beta=0.25) is a row of its own; a malformed,
 partial or duplicate record is reported and skipped. Settings sweeps kept under results_dir/ablations/ stay
 off the main board and get their own: `python -m actionbench.leaderboard results_dir=results/ablations/adi`; so
@@ -39,7 +42,7 @@ from actionbench.records import RECORD_FILE, method_settings, work_digest
 from actionbench.task import load_task
 from actionbench.votes import DB_FILE, majority, read_votes
 from eval import bootstrap, paired
-from eval.aggregate import SIMILARITIES, agreement, fleiss_kappa
+from eval.aggregate import P_YES, SIMILARITIES, agreement, fleiss_kappa
 from eval.rank import published
 
 KEYS = ["benchmark", "model", "method"]
@@ -142,7 +145,97 @@ def _human(images: pd.DataFrame, resamples: int, seed: int, identity: tuple) -> 
         row[f"Agree_{name}"], row[f"Kappa_{name}"] = (agreement(decided[f"{name.lower()}_correct"].astype(bool).tolist(),
                                                                 decided[f"human.{name.lower()}_correct"].astype(bool).tolist())
                                                       if len(decided) else (np.nan, np.nan))
+    return row | _judge_agreement(judged)
+
+
+def beside_judges(images: pd.DataFrame) -> list[str]:
+    """The judges whose verdicts the records keep beside the headline's: NAME of each NAME.action_correct column
+    (a scorer set's other members: clip, vqascore)."""
+    return sorted(c.removesuffix(".action_correct") for c in images.columns
+                  if c.endswith(".action_correct") and not c.startswith("human."))
+
+
+def _beside_figures(images: pd.DataFrame, column) -> dict:
+    """NAME_Action / NAME_Subject / NAME_Total (name in capitals) of every judge beside the headline but the CLIP,
+    whose CLIP_* columns the board has always had."""
+    figures = {}
+    for judge in beside_judges(images):
+        if judge != "clip":
+            action, subject = column(f"{judge}.action_correct"), column(f"{judge}.subject_correct")
+            label = judge.upper()
+            figures |= {f"{label}_Action": action, f"{label}_Subject": subject, f"{label}_Total": action * subject}
+    return figures
+
+
+def _beside_columns(part: pd.DataFrame) -> list[str]:
+    """The board's NAME_Action / _Subject / _Total columns of beside judges other than the CLIP, where filled."""
+    return [c for c in part.columns if re.fullmatch(r"[A-Z0-9]+_(Action|Subject|Total)", c) and not c.startswith("CLIP_")
+            and part[c].notna().any()]
+
+
+def _judge_agreement(judged: pd.DataFrame) -> dict:
+    """Agree_* / Kappa_* of each judge beside the headline, the judge's name in capitals appended
+    (Agree_Action_CLIP, Kappa_Subject_VQASCORE): its verdicts against people's majority, on the judged images
+    it judged that have a majority (ties left out)."""
+    row = {}
+    for judge in beside_judges(judged):
+        for name in ("Action", "Subject"):
+            verdicts, people = judged[f"{judge}.{name.lower()}_correct"], judged[f"human.{name.lower()}_correct"]
+            both = (verdicts.notna() & people.notna()).to_numpy()
+            if both.any():
+                row[f"Agree_{name}_{judge.upper()}"], row[f"Kappa_{name}_{judge.upper()}"] = agreement(
+                    verdicts[both].astype(bool).tolist(), people[both].astype(bool).tolist())
     return row
+
+
+def _agreement_columns(part: pd.DataFrame) -> list[str]:
+    """The headline's agreement columns, then each beside judge's that the board has, judge by judge."""
+    return [*AGREEMENT, *[c for c in part.columns if c.startswith(("Agree_", "Kappa_")) and c not in AGREEMENT
+                          and part[c].notna().any()]]
+
+
+def best_threshold(scores: np.ndarray, people: np.ndarray, default: float = 0.5) -> tuple[float, float]:
+    """The threshold on P(yes) whose verdicts (yes where P(yes) >= threshold) agree with people's on the most
+    images, and that agreement in %. Thresholds that give the same verdicts are one candidate, placed midway
+    between the scores they separate (0 for "all yes", midway to 1 for "all no"); of equally good ones, the
+    nearest `default`."""
+    order = np.argsort(scores, kind="stable")
+    values, yes = np.asarray(scores, float)[order], np.asarray(people, bool)[order]
+    n = len(values)
+    # cut k: the k lowest scores say no, the rest yes
+    right = np.concatenate([[0], np.cumsum(~yes)]) + yes.sum() - np.concatenate([[0], np.cumsum(yes)])
+    cuts = [0] + [k for k in range(1, n) if values[k - 1] < values[k]] + ([n] if values[-1] < 1 else [])
+    candidates = [0.0 if k == 0 else (values[k - 1] + (values[k] if k < n else 1.0)) / 2 for k in cuts]
+    best = max(zip(cuts, candidates), key=lambda cut: (right[cut[0]], -abs(cut[1] - default)))
+    return float(best[1]), 100.0 * right[best[0]] / n
+
+
+def thresholds(images: pd.DataFrame) -> pd.DataFrame:
+    """Per benchmark x model and P(yes) judge (VQAScore) and question, over the images whose raters' majority
+    decided that question (ties left out): how often the recorded verdicts agree with people's, and the
+    threshold that would agree best, with its agreement and kappa. The verdicts themselves stay as recorded.
+    Empty without votes or P(yes) scores."""
+    if "human.action_correct" not in images:
+        return pd.DataFrame()
+    rows = []
+    for (benchmark, model), part in images.groupby(["run_benchmark", "run_model"], sort=True):
+        for prefix in ["", *[f"{judge}." for judge in beside_judges(part)]]:
+            for score in P_YES:
+                question = score.removesuffix("_p_yes")
+                if f"{prefix}{score}" not in part:
+                    continue
+                mine = part[part[f"{prefix}{score}"].notna() & part[f"human.{question}_correct"].notna()]
+                if mine.empty:
+                    continue
+                p_yes = mine[f"{prefix}{score}"].astype(float).to_numpy()
+                people = mine[f"human.{question}_correct"].astype(bool).to_numpy()
+                threshold, agree = best_threshold(p_yes, people)
+                rows.append({"benchmark": benchmark, "model": model, "judge": prefix.rstrip(".") or "headline",
+                             "question": question, "images": len(mine),
+                             "Agree": agreement(mine[f"{prefix}{question}_correct"].astype(bool).tolist(), people.tolist())[0],
+                             "best_threshold": threshold, "Agree_best": agree,
+                             "Kappa_best": agreement((p_yes >= threshold).tolist(), people.tolist())[1]})
+    return pd.DataFrame(rows).round(4)
 
 
 def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0) -> pd.DataFrame:
@@ -158,6 +251,7 @@ def summarise(images: pd.DataFrame, by: list[str], resamples: int, seed: int = 0
                "CLIP_Action": clip_action, "CLIP_Subject": clip_subject, "CLIP_Total": clip_action * clip_subject}
     for name in SIMILARITIES:  # from a CLIP scorer alone, or the CLIP beside the judges
         figures[name] = column(name).fillna(column(f"clip.{name}"))
+    figures |= _beside_figures(images, column)
     table = pd.DataFrame(figures).assign(**{f"run_{k}": images[f"run_{k}"] for k in by})
     rows = []
     for group, part in table.groupby([f"run_{k}" for k in by], sort=True):
@@ -248,10 +342,11 @@ def _reference() -> pd.DataFrame:
 REFERENCE_TITLE = "Published reference: the ADI paper's table (SD 2.1, judged by people, not by the automated judge)"
 
 
-def markdown(board: pd.DataFrame, versions: dict | None = None) -> str:
+def markdown(board: pd.DataFrame, versions: dict | None = None, threshold_rows: pd.DataFrame | None = None) -> str:
     """One table per benchmark x model (the ADI paper's published rows beside the real ActionBench's), and
-    one of people's verdicts where there are any; the best Action / Subject / Total of each in bold; the
-    package versions its records were made with, where `versions` (board_versions) is given."""
+    one of people's verdicts where there are any (with `threshold_rows`, `thresholds()`, the P(yes) thresholds
+    that best match them); the best Action / Subject / Total of each in bold; the package versions its records
+    were made with, where `versions` (board_versions) is given."""
     parts = ["# Leaderboard\n", "Action / Subject / Total: % of images judged right, mean over all images of all "
              "actions, [95% bootstrap interval: runs (action x seed) resampled within each action, then images "
              "within runs]; "
@@ -267,7 +362,7 @@ def markdown(board: pd.DataFrame, versions: dict | None = None) -> str:
                      "left out. Fleiss_*: Fleiss' kappa, how far the raters agree among themselves on the images two or "
                      "more judged (1: always, 0: no better than chance). Agree_* / Kappa_*: how often the automated "
                      "verdicts above match people's majority on those images (ties left out), in % and as Cohen's "
-                     "kappa.\n")
+                     "kappa; Agree_*_NAME / Kappa_*_NAME: the same for the judge NAME kept beside them (CLIP, VQASCORE).\n")
     for (benchmark, model), part in board.groupby(["benchmark", "model"]):
         parts.append(f"## {benchmark} / {model}\n")
         if (benchmark, model) in (versions or {}):
@@ -275,6 +370,7 @@ def markdown(board: pd.DataFrame, versions: dict | None = None) -> str:
         part = _seed_cells(part)
         columns = ["Action", "Subject", "Total"] + [c for c in ("Leak", "CLIP_Action", "CLIP_Subject", "CLIP_Total",
                                                                 *SIMILARITIES) if part[c].notna().any()]
+        columns[columns.index("Total") + 1:columns.index("Total") + 1] = _beside_columns(part)
         bold = [c for c in columns if c not in (*SIMILARITIES, "Leak")]  # more exemplar likeness is not better
         counts = ["actions", "seeds", "images"] + (["Total per seed"] if "Total per seed" in part else [])
         parts.append(_table(part, counts, columns, bold))
@@ -283,8 +379,27 @@ def markdown(board: pd.DataFrame, versions: dict | None = None) -> str:
             parts.append(_table(_reference(), [], ["Action", "Subject", "Total"], []))
         if "Human_images" in part and part.Human_images.gt(0).any():
             parts.append(f"### People's verdicts, {benchmark} / {model}\n")
-            parts.append(_table(part, ["Human_images"], [*HUMAN, *RATERS, *AGREEMENT], list(HUMAN), "Human_Total"))
+            parts.append(_table(part, ["Human_images"], [*HUMAN, *RATERS, *_agreement_columns(part)], list(HUMAN),
+                                "Human_Total"))
+            parts.append(_thresholds_markdown(threshold_rows, benchmark, model))
     return "\n".join(parts)
+
+
+def _thresholds_markdown(table: pd.DataFrame | None, benchmark: str, model: str) -> str:
+    """The P(yes) thresholds that best match people, of one benchmark x model; nothing where there are none."""
+    if table is None or table.empty:
+        return ""
+    mine = table[(table.benchmark == benchmark) & (table.model == model)]
+    if mine.empty:
+        return ""
+    lines = [f"### P(yes) thresholds that best match people, {benchmark} / {model}\n",
+             ("Agree: % of the judged images where the recorded verdicts (at the scorer's threshold) match people's; "
+              "best threshold: the one whose verdicts would match them most often (the verdicts above stay as "
+              "recorded), with that agreement and its kappa.\n"),
+             "| judge | question | images | Agree | best threshold | Agree at best | Kappa at best |", "|---" * 7 + "|"]
+    lines += [f"| {r.judge} | {r.question} | {r.images} | {r.Agree:.2f} | {r.best_threshold:.4f} | {r.Agree_best:.2f} | "
+              + ("–" if pd.isna(r.Kappa_best) else f"{r.Kappa_best:.3f}") + " |" for r in mine.itertuples()]
+    return "\n".join(lines) + "\n"
 
 
 def build(results_dir: Path, resamples: int = 1000):
@@ -416,7 +531,8 @@ def html(board: pd.DataFrame, categories: pd.DataFrame, made: list[tuple[str, Pa
     people = ("<p>Human_Action / Human_Subject / Human_Total: the mean of people's votes over the Human_images images "
               "they judged, % (each image counts the share of its raters who said yes: a 1-1 tie counts a half), with "
               "95% intervals; Fleiss_*: Fleiss' kappa among the raters; Agree_* and Kappa_*: the automated verdicts' "
-              "agreement with people's majority on those images, ties left out (%, Cohen's kappa).</p>"
+              "agreement with people's majority on those images, ties left out (%, Cohen's kappa); Agree_*_NAME and "
+              "Kappa_*_NAME: the same for the judge NAME beside them.</p>"
               if "Human_images" in board else "")
     figures = "".join(f'<figure><img src="{path.relative_to(out).as_posix()}" alt="{caption}"><figcaption>{caption}'
                       "</figcaption></figure>" for caption, path in made)
@@ -455,7 +571,12 @@ def main(argv: list[str]) -> None:
     write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
     comparisons = paired.comparisons(images, resamples=cfg.bootstrap)
     write_atomic(out / "leaderboard_paired.csv", comparisons.to_csv(index=False).encode())
-    page = (markdown(board, versions) + "\n" + categories_markdown(categories)
+    threshold_rows = thresholds(images)
+    if threshold_rows.empty:
+        (out / "leaderboard_thresholds.csv").unlink(missing_ok=True)  # no votes or no P(yes) now: none stale
+    else:
+        write_atomic(out / "leaderboard_thresholds.csv", threshold_rows.to_csv(index=False).encode())
+    page = (markdown(board, versions, threshold_rows) + "\n" + categories_markdown(categories)
             + (PAIRED_INTRO + paired.markdown(comparisons) if len(comparisons) else ""))
     write_atomic(out / "LEADERBOARD.md", page.encode())
     made = pictures(images, board, per_action, out)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from actionbench.errors import UserError, check_positive
 from actionbench.files import write_json
-from actionbench.generate import generate_images
+from actionbench.generate import generate_images, keep_scores
 from actionbench.models import resolve_device, resolve_dtype
 from actionbench.records import RECORD_FILE, SPEED_ONLY, work_digest, write_record
 from actionbench.runlock import LOCK_FILE, RunLock
@@ -126,6 +126,7 @@ def run(cfg: DictConfig) -> dict:
     t = lap("generate", t)
 
     per_image = scorer.score(task, images, device)
+    keep_scores(images, per_image)
     lap("score", t)
     timings["total"] = round(time.perf_counter() - started, 3)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from statistics import fmean
 
 SIMILARITIES = ("image_exemplar_cosine", "image_subject_cosine")
+P_YES = ("action_p_yes", "subject_p_yes")  # VQAScore's probabilities of "Yes" (eval/vqa_scorer.py)
 
 
 def aggregate(per_image: list[dict]) -> dict:
     """Percentages of images judged action-correct, subject-correct and both, and leaking where the scorer
-    tells (the world's judges); mean similarity scores if any."""
+    tells (the world's judges); mean similarity scores and mean P(yes) if any."""
     if not per_image:
         raise ValueError("no images to aggregate")
     n = len(per_image)
@@ -22,8 +23,8 @@ def aggregate(per_image: list[dict]) -> dict:
     }
     if "leak" in per_image[0]:  # a CLIP cannot tell: no figure, rather than a 0 that claims no leak
         summary["leak"] = 100.0 * sum(bool(s["leak"]) for s in per_image) / n
-    for key in SIMILARITIES:
-        if key in per_image[0]:  # similarity scorers only; judges give verdicts alone
+    for key in (*SIMILARITIES, *P_YES):
+        if key in per_image[0]:  # scorers with scores only; judges give verdicts alone
             summary[key] = fmean(s[key] for s in per_image)
     return summary
 

@@ -58,7 +58,10 @@ class ScorerSet(Scorer):
             scorer.check(task)
 
     def describe(self) -> dict:
-        return {"headline": self.headline, **{name: s.describe() for name, s in self.scorers.items()}}
+        info = {"headline": self.headline, **{name: s.describe() for name, s in self.scorers.items()}}
+        if self.measures_nothing:  # the headline's note, where a run prints it
+            info["note"] = info[self.headline]["note"]
+        return info
 
     def clips(self) -> list:
         return [clip for scorer in self.scorers.values() for clip in scorer.clips()]

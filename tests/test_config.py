@@ -19,7 +19,8 @@ CHOICES = {
                "twinact"},
     "model": {"sd15", "sd21", "synthetic", "tiny"},
     "benchmark": {"actionbench", "synthetic", "synthetic_control"},
-    "scorer": {"clip_vit_h14", "clip_vit_l14", "tiny", "world", "world_clip", "world_judges"},
+    "scorer": {"clip_vit_h14", "clip_vit_l14", "clip_vqascore", "tiny", "tiny_clip_vqascore", "tiny_vqascore", "vqascore", "world",
+               "world_clip", "world_judges"},
     "suite": {"actionbench", "world"},
 }
 
