@@ -154,8 +154,6 @@ def run(cfg: DictConfig) -> dict:
           f"Total {summary['total']:.2f}%{leak}  over {summary['images']} images in {timings['total']:.0f} s")
     for name, other in summary.get("beside", {}).items():
         print(f"  {name}: Action {other['action']:.2f}%  Subject {other['subject']:.2f}%  Total {other['total']:.2f}%")
-    for name, values in (diagnostics or {}).items():  # the method's own checks (ADI: its action-different samples)
-        print(f"  diagnostics, {name}: " + "  ".join(f"{key} {value}" for key, value in values.items()))
     if scorer.measures_nothing:
         print(f"note: {scorer.describe()['note']}")
     print(f"results: {path}  (images in {run_dir / 'images'})")

@@ -1,24 +1,19 @@
 """ADI: the mask is exactly the rule docs/methods.md gives; training updates with the masked anchor gradient and
 masked channels stay put (also accumulated over several batches); batched per-sample gradients equal separate
-backward passes; the action-different samples are prompted with the context LoRA's identifier and another
-action's words, and generated once per context-LoRA setting, anchor and prompt; a benchmark of one action is
-refused before any work; a run on exemplars whose texts hold only the placeholder diagnoses its samples."""
+backward passes; the action-different triples are generated once per context-LoRA setting; a benchmark of one
+action is refused before any work."""
 
 import dataclasses
-import json
-import shutil
-from pathlib import Path
+
 
 import pytest
 import torch
-import yaml
 from diffusers import DDPMScheduler
 from PIL import Image
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import methods.adi
-import methods.mechanics.prior
 from conftest import short_method
 from actionbench.errors import UserError
 from methods.adi import ADI, action_different_shares, adi_mask, per_sample_gradients
@@ -133,7 +128,7 @@ def test_action_different_triples_are_cached(tiny_model, mini_task, tmp_path):
     first = method.action_different(tiny_model, mini_task)
     files = sorted(tmp_path.rglob("*.png"))
     assert len(first) == 3 and all(len(jobs) == 2 for jobs in first) and len(files) == 6
-    assert first[0][0][1] == "a sks person waving a hand"  # the identifier and class word, another action in words
+    assert first[0][0][1] == "a red stick figure waving a hand"  # the anchor's caption, another action in words
     marker = Image.new("RGB", (32, 32), (1, 2, 3))
     for f in files:  # what a second call returns must come from these files
         marker.save(f)
@@ -145,36 +140,10 @@ def test_action_different_triples_are_cached(tiny_model, mini_task, tmp_path):
         "the context LoRA must be removed"
 
 
-def test_action_different_prompts_carry_the_identifier_and_another_actions_words(tiny_model, mini_task, tmp_path,
-                                                                                 monkeypatch):
-    encoded = []  # what the context LoRA's text encoder reads
-    real_token_ids = methods.mechanics.prior.token_ids
-    monkeypatch.setattr(methods.mechanics.prior, "token_ids",
-                        lambda tok, texts, device: encoded.extend(texts) or real_token_ids(tok, texts, device))
-    method = ADI(action_different_per_anchor=2, context_lora_steps=1, context_identifier="ohwx", context_class="doll",
-                 cache_dir=str(tmp_path))
-    triples = method.action_different(tiny_model, mini_task)
-    # the context LoRA learns each anchor as "a ohwx doll" doing the anchor's action...
-    assert encoded == ["a ohwx doll saluting"] * len(mini_task.action.exemplars)
-    # ...and draws it doing the others: each anchor its own pair of the other actions, in words
-    others = {a.description for a in mini_task.actions if a.name != "salute"}
-    prompts = [[prompt for _, prompt in jobs] for jobs in triples]
-    assert prompts[0] == ["a ohwx doll waving a hand", "a ohwx doll raising both arms"]
-    for jobs in prompts:
-        for prompt in jobs:
-            assert prompt.startswith("a ohwx doll ") and prompt.removeprefix("a ohwx doll ") in others
-            assert "salut" not in prompt and "stick figure" not in prompt, "nothing of the anchor's text is kept"
-    with pytest.raises(UserError, match="context_identifier"):
-        ADI(context_lora_steps=1, context_identifier="<not one token>", cache_dir=str(tmp_path)).action_different(
-            tiny_model, mini_task)
-    with pytest.raises(UserError, match="context_class"):
-        ADI(context_class=" ")
-
-
 def test_action_different_images_are_cached_per_context_lora_setting(tiny_model, mini_task, tmp_path):
-    def folders(task=mini_task, **settings):
+    def folders(**settings):
         settings = {"action_different_per_anchor": 1, "context_lora_steps": 1, **settings}
-        ADI(cache_dir=str(tmp_path), **settings).action_different(tiny_model, task)
+        ADI(cache_dir=str(tmp_path), **settings).action_different(tiny_model, mini_task)
         return {path.parent for path in tmp_path.rglob("*.png")}
 
     one = folders()
@@ -182,14 +151,6 @@ def test_action_different_images_are_cached_per_context_lora_setting(tiny_model,
     assert len(folders(context_lora_steps=2)) == 2, "other context-LoRA steps draw their own"
     assert len(folders(context_lora_rank=2)) == 3 and len(folders(context_lora_lr=1e-3)) == 4
     assert len(folders(action_different_per_anchor=2)) == 5
-    assert len(folders(context_identifier="ohwx")) == 6 and len(folders(context_class="doll")) == 7
-    # the same benchmark name and action with other words for an action, or another anchor image: drawn anew
-    reworded = dataclasses.replace(mini_task, actions=tuple(dataclasses.replace(a, description=f"{a.description} twice")
-                                                            for a in mini_task.actions))
-    assert len(folders(reworded)) == 8
-    swapped = dataclasses.replace(mini_task, action=dataclasses.replace(
-        mini_task.action, exemplars=mini_task.action.exemplars[::-1]))
-    assert len(folders(swapped)) == 9
 
 
 def test_a_benchmark_of_one_action_is_refused_before_any_work(tiny_model, mini_task, tmp_path):
@@ -243,39 +204,3 @@ def test_the_worlds_scorers_read_the_action_different_samples(tiny_model, tmp_pa
     shares = short_method("adi", tmp_path, steps=1).diagnose(tiny_model, task, scorer, "cpu")["action_different"]
     assert shares["images"] == len(task.action.exemplars)
     assert 0 <= shares["both"] <= min(shares["subject_kept"], shares["action_changed"]) <= 100
-
-
-def placeholder_only_world(root):
-    """A copy of the world's benchmark cut to 2 actions x 3 exemplars and 2 subjects, every exemplar text only
-    "{action}": exemplars whose look no text names."""
-    from conftest import compose_config
-
-    world = Path(compose_config(["suite=world"]).benchmark.root)
-    manifest = yaml.safe_load((world / "manifest.yaml").read_text())
-    actions = {name: manifest["actions"][name] for name in ("salute", "squat")}
-    for action in actions.values():
-        action["exemplars"] = [{"image": e["image"], "text": "{action}"} for e in action["exemplars"][:3]]
-        for exemplar in action["exemplars"]:
-            (root / exemplar["image"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(world / exemplar["image"], root / exemplar["image"])
-    manifest.update(name="placeholder_only", actions=actions, subjects=manifest["subjects"][:2])
-    (root / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return root
-
-
-def test_a_run_on_placeholder_only_exemplars_records_the_diagnostics(tmp_path):
-    """End to end on the tiny model: the world's judges read the action-different samples of exemplars whose
-    texts hold only the placeholder, drawn from "a sks person" and the other action's words."""
-    from actionbench.run import run
-    from conftest import compose_config
-
-    root = placeholder_only_world(tmp_path / "bench")
-    cfg = compose_config(["method=adi", "model=tiny", "scorer=world", f"benchmark.root={root}", "benchmark.name=placeholder_only",
-                          f"output_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", "method.max_train_steps=1",
-                          "method.train_batch_size=2", "method.context_lora_steps=1", "samples_per_subject=1"])
-    record = run(cfg)
-    assert record["diagnostics"]["action_different"]["images"] == 3 * 1  # 3 anchors x the one other action
-    assert len(record["images"]) == 2
-    prompts = json.loads(next((tmp_path / "cache").rglob("prompts.json")).read_text())
-    assert prompts["instance_prompt"] == "a sks person saluting"
-    assert sorted(set(prompts["prompts"].values())) == ["a sks person squatting"]
