@@ -47,18 +47,23 @@ def bars(board: pd.DataFrame, title: str, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def _action_subject_axes(figure, ax, title: str, path: Path, subject_max: float = 100) -> Path:
+    """The trade-off plots' axes (Subject across, Action up, both in %), titled and saved."""
+    ax.set_xlabel("Subject (%)")
+    ax.set_ylabel("Action (%)")
+    ax.set_xlim(0, subject_max)
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    return save_figure(figure, path)
+
+
 def tradeoff(board: pd.DataFrame, title: str, path: Path) -> Path:
     """Action against Subject: learning the action without losing the subject is the papers' trade-off."""
     figure, ax = plt.subplots(figsize=(4.2, 4.0))
     ax.scatter(board.Subject, board.Action)
     for _, row in board.iterrows():
         ax.annotate(row.method, (row.Subject, row.Action), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("Subject (%)")
-    ax.set_ylabel("Action (%)")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    return save_figure(figure, path)
+    return _action_subject_axes(figure, ax, title, path)
 
 
 def tradeoff_tasks(board: pd.DataFrame, title: str, path: Path) -> Path:
@@ -85,12 +90,7 @@ def tradeoff_tasks(board: pd.DataFrame, title: str, path: Path) -> Path:
     for task in tasks:  # the legend names the tasks by marker
         ax.plot([], [], markers[task], color="grey", label=task)
     ax.legend(fontsize=8, title="task", title_fontsize=8)
-    ax.set_xlabel("Subject (%)")
-    ax.set_ylabel("Action (%)")
-    ax.set_xlim(0, 102)
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    return save_figure(figure, path)
+    return _action_subject_axes(figure, ax, title, path, subject_max=102)
 
 
 def heatmap(per_action: pd.DataFrame, title: str, path: Path) -> Path:
