@@ -87,7 +87,7 @@ def counting_and_slow(monkeypatch, pause: float = 0.0) -> list:
     return losses
 
 
-@pytest.mark.parametrize("method", ["textual_inversion", "dreambooth", "reversion"])  # dreambooth: no periodic checkpoint, kept states only; reversion: its own ladder (conf/tuning/synthetic_reversion.yaml)
+@pytest.mark.parametrize("method", ["textual_inversion", "dreambooth"])  # dreambooth: no periodic checkpoint, kept states only
 def test_each_rung_is_the_run_of_that_many_steps_from_a_single_training(method, mini_root, tmp_path, monkeypatch):
     losses = counting_and_slow(monkeypatch, pause=0.3)
     overrides = [*TINY, f"benchmark.root={mini_root}", "method.max_train_steps=6", "samples_per_subject=1"]
