@@ -175,11 +175,15 @@ def test_the_board_gives_each_judge_its_agreement_with_people_and_the_best_thres
     images = make_sweep(tmp_path)
     _with_vqascore(images)
     db = connect(tmp_path / DB_FILE)
-    for i, (key, row) in enumerate(sorted(images.items())):  # people: yes on every other image, subject on two in three
-        answer(db, "r1", row["digest"], row["file"], i % 2 == 0, i % 3 != 0, 1)
+    # people, in an order that does not hang on tmp_path (image keys hold digests of the run's folder): the action
+    # on the first image of three (chef: both judges say yes; on dog only the headline does), the subject on every
+    # other image, so the two judges' agreement with people differs on every path
+    ordered = sorted(images.values(), key=lambda r: (r["method"], r["action"], r["file"]))
+    people = {(r["method"], r["file"], r["action"]): (i % 3 == 0, i % 2 == 0) for i, r in enumerate(ordered)}
+    for row in ordered:
+        answer(db, "r1", row["digest"], row["file"], *people[(row["method"], row["file"], row["action"])], 1)
     db.close()
     _, board, _, _ = leaderboard.build(tmp_path, resamples=20)
-    people = {(r["method"], r["file"], r["action"]): (i % 2 == 0, i % 3 != 0) for i, (_, r) in enumerate(sorted(images.items()))}
     for method, row in board.set_index("method").iterrows():
         mine = [(images[k], people[(images[k]["method"], images[k]["file"], images[k]["action"])])
                 for k in images if images[k]["method"] == method]
