@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from actionbench.errors import UserError, check_positive
 from actionbench.files import write_json
 from actionbench.generate import generate_images, keep_scores
-from actionbench.models import resolve_device, resolve_dtype
+from actionbench.models import fit_threads_to_job, resolve_device, resolve_dtype
 from actionbench.records import RECORD_FILE, SPEED_ONLY, work_digest, write_record
 from actionbench.runlock import LOCK_FILE, RunLock
 
@@ -86,6 +86,7 @@ def run(cfg: DictConfig) -> dict:
         timings[name] = round(now - since, 3)
         return now
 
+    fit_threads_to_job()
     # Everything a user can get wrong is checked here, before any model is loaded.
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     check_positive("", samples_per_subject=cfg.samples_per_subject, generation_batch_size=cfg.generation_batch_size)

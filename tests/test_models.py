@@ -7,6 +7,7 @@ import torch
 from actionbench.errors import UserError
 from actionbench.models import (
     clip_tokenizer,
+    fit_threads_to_job,
     load_pretrained,
     resolve_device,
     resolve_dtype,
@@ -37,6 +38,18 @@ def test_local_folder_round_trip(tmp_path, tiny_model):
     state, original = loaded.pipe.unet.state_dict(), tiny_model.pipe.unet.state_dict()
     assert all(torch.equal(state[k], original[k]) for k in original)
     assert type(loaded.pipe.unet.attn_processors["down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor"]).__name__ == "AttnProcessor2_0"
+
+
+def test_a_slurm_job_runs_as_many_threads_as_it_was_given_cpus():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert fit_threads_to_job({"SLURM_CPUS_PER_TASK": "1"}) == 1 == torch.get_num_threads()
+        torch.set_num_threads(2)
+        for environ in ({}, {"SLURM_CPUS_PER_TASK": "8"}, {"SLURM_CPUS_PER_TASK": ""}, {"SLURM_CPUS_PER_TASK": "0"}):
+            assert fit_threads_to_job(environ) == 2, f"{environ} never raises or zeroes the thread count"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_dtype_and_device_choices():
