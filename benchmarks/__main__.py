@@ -60,7 +60,8 @@ def main() -> None:
     ti = next(r["ours_ms"] for r in steps_rows if r["method"] == "textual_inversion")
     for row in steps_rows:
         row["x_ti_step"] = row["ours_ms"] / ti
-    generation_rows = generation.measure(model, device, batch=64)  # the run default, generation_batch_size
+    samples = 1 if args.quick else 2  # the smoke run draws each subject once
+    generation_rows = generation.measure(model, device, batch=64, samples=samples)  # batch: the run default
     scoring_rows = scoring.measure(model, device, 64 if args.quick else 368)
     step_ms = {r["method"]: r["ours_ms"] for r in steps_rows} if model == "world" else None  # world step times only
     defaults = {name: make().max_train_steps for name, make in train_step.methods(model, "unused").items()}
@@ -68,7 +69,7 @@ def main() -> None:
 
     sections = {
         "train_step": (f"Training step, ours vs the reference loop ({steps} steps; peak memory per process)", steps_rows),
-        "generation": ("Generation, 23 subjects x 2 samples", generation_rows),
+        "generation": (f"Generation, 23 subjects x {samples} samples", generation_rows),
         "scoring": ("Scoring", scoring_rows),
         "sweep": ("World sweep wall time (every method x 8 actions), from the sweep's records", sweep_rows),
     }

@@ -22,7 +22,7 @@ def test_quick_suite_writes_every_table(tmp_path, monkeypatch):
     assert steps.method.tolist() == METHODS
     assert all(math.isfinite(v) for v in steps[["ours_ms", "reference_ms", "peak_mib"]].to_numpy().ravel())
     generation = pd.read_csv(tmp_path / "generation.csv")
-    assert len(generation) == 3 and (generation.images == 46).all() and (generation.images_per_s > 0).all()
+    assert len(generation) == 3 and (generation.images == 23).all() and (generation.images_per_s > 0).all()
     assert (pd.read_csv(tmp_path / "scoring.csv").images_per_s > 0).all()
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     assert (sweep.records == 0).all()  # no records under --runs: nothing is claimed as measured

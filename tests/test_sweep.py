@@ -25,7 +25,7 @@ runpy.run_module("actionbench.run", run_name="__main__", alter_sys=True)
 """
 
 
-def _sweep(mini_root, out, launcher=None, methods="sd,textual_inversion,pplus", actions="salute,wave", kill=False):
+def _sweep(mini_root, out, launcher=None, methods="sd,textual_inversion", actions="salute,wave", kill=False):
     start = [sys.executable, "-c", KILLED_IN_THE_THIRD_RUN] if kill else [sys.executable, "-m", "actionbench.run"]
     return [*start, "-m", f"method={methods}", f"action={actions}", "suite=actionbench",
             "model=tiny", "method.max_train_steps=3", f"benchmark.root={mini_root}", f"hydra.sweep.dir={out}/sweep",
@@ -50,7 +50,7 @@ def test_a_killed_sweep_resumes_without_recomputing_and_gives_the_same_leaderboa
     relaunch = subprocess.run(_sweep(mini_root, killed), cwd=REPO, check=True, capture_output=True, text=True, timeout=900)
     assert "running elsewhere" not in relaunch.stdout
     after = _records(killed)
-    assert len(after) == 6
+    assert len(after) == 4
     assert all(after[run] == record for run, record in before.items()), "finished runs were not recomputed"
     assert "reusing the trained artifact in " + str(third / "artifact") in relaunch.stdout
 
@@ -61,9 +61,9 @@ def test_a_killed_sweep_resumes_without_recomputing_and_gives_the_same_leaderboa
 
 
 def test_submitit_local_launcher_runs_the_sweep_and_its_rerun_skips_it(mini_root, tmp_path):
-    command = _sweep(mini_root, tmp_path, launcher="submitit_local", methods="sd", actions="salute,wave")
+    command = _sweep(mini_root, tmp_path, launcher="submitit_local", methods="sd", actions="salute")
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=900)
     first = _records(tmp_path)
-    assert len(first) == 2
+    assert len(first) == 1
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=900)
     assert _records(tmp_path) == first
