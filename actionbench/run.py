@@ -47,7 +47,10 @@ def build(node: DictConfig, **kwargs):
 
 def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
     """The run folder's complete record of this same config, which makes the run redundant; a complete record
-    of another config there is refused rather than overwritten (the folder name does not hold every key)."""
+    of another config there is refused rather than overwritten (the folder name does not hold every key). A
+    record that differs only in its scorer is scored again: the artifact and the images do not depend on the
+    scorer (work_digest), so they are reused and only the judging is redone (`scorer=clip_vqascore` over a
+    finished board trains nothing)."""
     path = run_dir / RECORD_FILE
     if rerun or not path.is_file():
         return None
@@ -59,6 +62,10 @@ def finished_record(run_dir: Path, config: dict, rerun: bool) -> dict | None:
         return None
     earlier = record.get("config", {})
     differ = sorted(k for k in (set(config) | set(earlier)) - {"rerun", *SPEED_ONLY} if config.get(k) != earlier.get(k))
+    if differ == ["scorer"]:
+        print(f"scoring {run_dir} again: its record was judged by another scorer; the trained artifact and the "
+              "images are reused")
+        return None
     if differ:
         raise UserError(f"{path} is the complete record of a different config (differs in: {', '.join(differ)}); "
                         "pass rerun=true to replace it, or another output_dir")

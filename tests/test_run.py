@@ -9,6 +9,7 @@ import actionbench.generate
 from actionbench.errors import UserError
 from actionbench.run import run
 from eval.aggregate import aggregate
+from methods.textual_inversion import TextualInversion
 
 SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": ["method.max_train_steps=3"],
          "adi": ["method.max_train_steps=2", "method.action_different_per_anchor=1", "method.context_lora_steps=1"],
@@ -61,6 +62,26 @@ def test_a_finished_run_is_skipped_and_a_different_config_is_not_overwritten(min
         run(compose_config([*base, "samples_per_subject=1"]))
     again = run(compose_config([*base, "rerun=true"]))
     assert record.read_bytes() != written and again["aggregates"] == first["aggregates"]
+
+
+def test_another_scorer_scores_a_finished_run_again_without_training_or_drawing(mini_root, tmp_path, capsys, monkeypatch):
+    base = ["method=textual_inversion", "method.max_train_steps=3", "suite=actionbench", "model=tiny",
+            f"benchmark.root={mini_root}", f"output_dir={tmp_path}"]
+    first = run(compose_config(base))
+    images = {p: p.read_bytes() for p in (tmp_path / "images").glob("*.png")}
+    work = []
+    monkeypatch.setattr(actionbench.generate, "write_atomic", lambda path, data: work.append(path))
+    monkeypatch.setattr(TextualInversion, "train", lambda *args: work.append("trained"))
+    capsys.readouterr()
+    again = run(compose_config([*base, "scorer=tiny_clip_vqascore"]))
+    assert "scoring " + str(tmp_path) + " again" in capsys.readouterr().out
+    assert work == [], "neither trained nor drawn"
+    assert {p: p.read_bytes() for p in (tmp_path / "images").glob("*.png")} == images
+    assert again["config"]["scorer"] != first["config"]["scorer"] and "vqascore" in again["scorer"]
+    assert all("vqascore.action_p_yes" in row for row in again["images"])
+    assert json.loads((tmp_path / "record.json").read_text())["config"]["scorer"] == again["config"]["scorer"]
+    with pytest.raises(UserError, match="different config .*samples_per_subject, scorer"):
+        run(compose_config([*base, "samples_per_subject=1"]))
 
 
 def test_an_interrupted_run_reuses_its_artifact_and_images(mini_root, tmp_path, capsys, monkeypatch):
