@@ -9,28 +9,38 @@ of its total steps (TwinAct's similarity loss switches on at `similarity_start` 
 schedule over the steps) would not be: the state after 200 steps of a 500-step training is not a 200-step
 training, so such a method trains each rung on its own (`rungs=trained`, naming the setting).
 
-A method's step count for a model is the smallest rung not measurably worse than its best rung: the Total,
-averaged over the actions, is bootstrapped over each action's images, paired across rungs (every rung draws
-the same prompts from the same noise), and a rung is kept when the 95% interval of its difference to the best
-rung reaches 0. More images per rung (`--samples-per-subject`) narrow the intervals.
+A method's step count for a model is the smallest rung shown to be no more than `--margin` points (3) worse than
+its best rung: the Total, averaged over the actions, is bootstrapped over each action's images, paired across
+rungs (every rung draws the same prompts from the same noise), the best rung is picked again in every draw (so
+its luck on these images is part of the interval), and a rung is kept when the lower end of the 95% interval of
+its Total minus the best's is at least -margin. Fewer images widen that interval, so they keep fewer rungs and
+the choice moves up the ladder, never down; no rung kept keeps the method's own (top) step count.
+
+A ladder takes each rung folder's run lock (as `actionbench.run` does), so two ladders never train one rung at
+once, and merges its rows into the CSVs under a lock on the `--out` folder, so two ladders over one `--out` keep
+each other's rows.
 
     python -m actionbench.convergence --methods textual_inversion pplus --actions salute squat
     python -m actionbench.convergence --methods twinact -- model=synthetic dtype=fp32   # after --: run overrides
 
 Writes `{out}/convergence.csv` (a row per method x action x rung: its figures, the training seconds up to the
 rung, how the rung was made, and the invocation's overrides), `{out}/images.csv` (each rung's per-image
-verdicts, which the choice bootstraps), `{out}/chosen.csv` (a row per method: the chosen step count and its
-Total with intervals, beside the best) and `{out}/convergence.png`; the runs under `{out}/runs/`.
+verdicts, which the choice bootstraps), `{out}/rungs.csv` (a row per method x rung: its Total and its
+difference to the best with their intervals, and whether it is kept; also printed), `{out}/chosen.csv` (a row
+per method: the chosen step count and its Total with intervals, beside the best) and `{out}/convergence.png`;
+the runs under `{out}/runs/`.
 Interrupted, it resumes: finished rungs are skipped, the training resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import sys
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +53,8 @@ from omegaconf import OmegaConf, open_dict
 from actionbench.errors import UserError
 from actionbench.files import write_atomic, write_json
 from actionbench.records import work_digest
-from actionbench.run import STARTED_FILE, run, with_default_suite
+from actionbench.run import STARTED_FILE, resolved_config, run, with_default_suite
+from actionbench.runlock import RunLock
 from methods.mechanics.loop import keeping_checkpoints, read_loop_seconds
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -51,6 +62,10 @@ LADDER = (50, 100, 250, 500, 1000, 2000, 3000)
 OUT = Path("results/convergence")
 SAMPLES_PER_SUBJECT = 8  # images per (action, subject) at each rung: 184 per action in the world
 BOOTSTRAP = 2000
+# Non-inferiority margin, in points of Total: a step count may cost at most this much against the best rung. Set
+# before any ladder ran, from the board it feeds: a world row's pooled Total interval over 3 seeds is about +-3 to
+# +-5 points, so a cost within 3 points cannot move a row by as much as its own interval's half-width.
+MARGIN = 3.0
 
 
 def compose_run(overrides: list[str]):
@@ -91,6 +106,18 @@ def total_step_settings(method) -> list[str]:
     return found
 
 
+def locked_run(cfg, prepare=None) -> dict:
+    """`run(cfg)` holding its folder's run lock, as `actionbench.run` does; `prepare()` first, under the lock (a
+    kept rung's state is copied into its folder). Refused when another process holds it."""
+    with RunLock(Path(cfg.output_dir)) as lock:
+        if not lock.held:
+            raise UserError(f"{cfg.output_dir} is running elsewhere ({lock.holder or 'another process'} holds its lock): "
+                            "run the ladder again once it has finished")
+        if prepare is not None:
+            prepare()
+        return run(cfg)
+
+
 def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, overrides: list[str]) -> tuple[list[dict], list[dict]]:
     """Judge `method` on `action` at every rung of the ladder, up to its default step count: a row per rung and a
     row per image of each rung. One training kept at every rung, or one training per rung for a method whose
@@ -104,7 +131,7 @@ def ladder_runs(method: str, action: str, ladder: tuple[int, ...], out: Path, ov
     top = config(steps[-1])
     relative = total_step_settings(top.method)
     if relative:  # each rung a training of its own: its own time too
-        records = {n: run(config(n)) for n in steps}
+        records = {n: locked_run(config(n)) for n in steps}
         seconds = {n: r["timings_s"].get("train", 0.0) for n, r in records.items()}
     else:
         records, seconds = kept_rungs(top, steps, config)
@@ -120,20 +147,24 @@ def kept_rungs(top, steps: list[int], config) -> tuple[dict[int, dict], dict[int
     """One training to the top rung, keeping its state at the others; each lower rung's run finishes from its kept
     state. The records, and each rung's training seconds: the top's, less the time its loop ran after the rung."""
     with keeping_checkpoints(steps[:-1]):
-        records = {steps[-1]: run(top)}
+        records = {steps[-1]: locked_run(top)}
     top_artifact = Path(top.output_dir) / "artifact"
     for n in steps[:-1]:
         cfg = config(n)
-        artifact = Path(cfg.output_dir) / "artifact"
-        kept = sorted(top_artifact.glob(f"*.step{n}"))
-        if not (Path(cfg.output_dir) / "record.json").is_file():
+
+        def start_from_kept_state(cfg=cfg, n=n):
+            artifact = Path(cfg.output_dir) / "artifact"
+            kept = sorted(top_artifact.glob(f"*.step{n}"))
+            if (Path(cfg.output_dir) / "record.json").is_file():
+                return
             if not kept:
                 raise UserError(f"{top_artifact} keeps no state at step {n}: delete {top.output_dir} and run again")
             artifact.mkdir(parents=True, exist_ok=True)
             for path in kept:  # the run resumes from the kept state and trains no further
                 shutil.copyfile(path, artifact / path.name.removesuffix(f".step{n}"))
-            write_json(artifact / STARTED_FILE, {"work_digest": work_digest(OmegaConf.to_container(cfg, resolve=True))})
-        records[n] = run(cfg)
+            write_json(artifact / STARTED_FILE, {"work_digest": work_digest(resolved_config(cfg))})
+
+        records[n] = locked_run(cfg, start_from_kept_state)
     top_seconds = records[steps[-1]]["timings_s"].get("train", 0.0)
     # {step: loop seconds}; a method that trains in stages records each stage's loop: the ladder counts the last's
     records_s = sorted(top_artifact.glob("*.seconds.json"), key=lambda path: path.stat().st_mtime_ns)
@@ -159,12 +190,15 @@ def rung_totals(images: pd.DataFrame, draws: list[np.ndarray] | None) -> pd.Data
     return sum(totals) / len(totals)
 
 
-def choose(images: pd.DataFrame, confidence: float = 0.95, draws: int = BOOTSTRAP) -> pd.DataFrame:
-    """Per method: the best rung (highest Total, averaged over the actions) and the smallest rung not measurably
-    worse: the `confidence` interval of its Total minus the best's reaches 0. Bootstrap: each action's images
-    resampled, the same draw for every rung (they share prompts and noise); seeded by the method's name, so a
-    method's choice does not depend on which other methods are in the file."""
-    chosen, tail = [], (1 - confidence) / 2
+def choose(images: pd.DataFrame, confidence: float = 0.95, margin: float = MARGIN,
+           draws: int = BOOTSTRAP) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per method: the best rung (highest Total, averaged over the actions) and the chosen one, the smallest rung
+    whose Total minus the best's has the lower end of its `confidence` interval at -`margin` points or above (the
+    top rung, the method's own count, where none has). Bootstrap: each action's images resampled, the same draw
+    for every rung (they share prompts and noise), the best rung picked again in each draw; seeded by the
+    method's name, so a method's choice does not depend on which other methods are in the file.
+    Returns (chosen, a row per method x rung: Total and its difference to the best, with intervals, and kept)."""
+    chosen, ladder, tail = [], [], (1 - confidence) / 2
     for method, per_method in images.groupby("method", sort=True):
         sizes = per_method.drop_duplicates(["action", "subject", "sample"]).groupby("action").size().sort_index()
         rng = np.random.default_rng(zlib.crc32(method.encode()))
@@ -172,16 +206,46 @@ def choose(images: pd.DataFrame, confidence: float = 0.95, draws: int = BOOTSTRA
         point = rung_totals(per_method, None).iloc[0]
         boot = rung_totals(per_method, resample)
         best = point.idxmax()
-        worse = boot.sub(boot[best], axis=0)
+        worse = boot.sub(boot.max(axis=1), axis=0)  # each draw against its own best rung
         low, high = boot.quantile(tail), boot.quantile(1 - tail)
-        reaches = [n for n in point.index if worse[n].quantile(1 - tail) >= 0]
-        pick = min(reaches)
+        worse_low, worse_high = worse.quantile(tail), worse.quantile(1 - tail)
+        kept = [n for n in point.index if worse_low[n] >= -margin]
+        pick = min(kept) if kept else point.index.max()
+        ladder += [{"method": method, "steps": int(n), "Total": round(point[n], 2), "Total_low": round(low[n], 2),
+                    "Total_high": round(high[n], 2), "minus_best": round(point[n] - point[best], 2),
+                    "minus_best_low": round(worse_low[n], 2), "minus_best_high": round(worse_high[n], 2),
+                    "kept": n in kept} for n in point.index]
         chosen.append({"method": method, "steps": int(pick), "Total": round(point[pick], 2),
                        "Total_low": round(low[pick], 2), "Total_high": round(high[pick], 2),
                        "best_steps": int(best), "best_Total": round(point[best], 2),
                        "best_low": round(low[best], 2), "best_high": round(high[best], 2),
-                       "default_steps": int(point.index.max()), "images_per_rung": int(sizes.sum())})
-    return pd.DataFrame(chosen)
+                       "default_steps": int(point.index.max()), "images_per_rung": int(sizes.sum()),
+                       "margin": margin})
+    return pd.DataFrame(chosen), pd.DataFrame(ladder)
+
+
+@contextmanager
+def folder_lock(folder: Path):
+    """Blocks until this process holds `folder`'s CSV lock: one ladder at a time reads and rewrites the CSVs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".csv.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["method", "action", "steps"])
+
+
+def merge_rows(path: Path, new: pd.DataFrame, method: str, action: str) -> pd.DataFrame:
+    """Replace `method` x `action`'s rows of the CSV at `path` with `new`, as it is on disk now (the caller holds
+    the folder's lock), written atomically; the merged table."""
+    merged = replaced(read_csv(path), new, method, action)
+    write_atomic(path, merged.to_csv(index=False).encode())
+    return merged
 
 
 def plot(rows: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> None:
@@ -221,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples-per-subject", type=int, default=SAMPLES_PER_SUBJECT,
                         help="images per (action, subject) at each rung; more narrow the intervals the choice reads")
     parser.add_argument("--confidence", type=float, default=0.95,
-                        help="the interval of a rung's Total minus the best's that must reach 0 for it to be chosen")
+                        help="the interval of a rung's Total minus the best's whose lower end must be -margin or above")
+    parser.add_argument("--margin", type=float, default=MARGIN,
+                        help="points of Total a rung may lose against the best rung and still be chosen (non-inferiority)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("overrides", nargs="*", help="after --: overrides for every run, as actionbench.run takes them")
     args = parser.parse_args(argv)
@@ -232,21 +298,24 @@ def main(argv: list[str] | None = None) -> None:
         for method in args.methods:  # every choice checked before the first training
             for action in args.actions:
                 faithful_steps([f"method={method}", f"action={action}", *overrides])
+        if args.margin < 0:
+            raise UserError(f"--margin {args.margin} must be 0 or more (points of Total)")
         csv, images_csv = args.out / "convergence.csv", args.out / "images.csv"
-        earlier = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["method", "action", "steps"])
-        images = pd.read_csv(images_csv) if images_csv.is_file() else pd.DataFrame(columns=["method", "action", "steps"])
         for method in args.methods:
             for action in args.actions:
                 rows, verdicts = ladder_runs(method, action, tuple(args.ladder), args.out, overrides)
-                earlier = replaced(earlier, pd.DataFrame(rows), method, action)
-                images = replaced(images, pd.DataFrame(verdicts), method, action)
-                write_atomic(images_csv, images.to_csv(index=False).encode())  # each method x action as it finishes
-                write_atomic(csv, earlier.to_csv(index=False).encode())
-        chosen = choose(images, args.confidence)
-        write_atomic(args.out / "chosen.csv", chosen.to_csv(index=False).encode())
-        plot(earlier, chosen, args.out / "convergence.png")
+                with folder_lock(args.out):  # each method x action as it finishes, beside other ladders' rows
+                    merge_rows(images_csv, pd.DataFrame(verdicts), method, action)
+                    merge_rows(csv, pd.DataFrame(rows), method, action)
+        with folder_lock(args.out):
+            earlier, images = read_csv(csv), read_csv(images_csv)
+            chosen, ladder = choose(images, args.confidence, args.margin)
+            write_atomic(args.out / "rungs.csv", ladder.to_csv(index=False).encode())
+            write_atomic(args.out / "chosen.csv", chosen.to_csv(index=False).encode())
+            plot(earlier, chosen, args.out / "convergence.png")
+        print(ladder.to_string(index=False))
         print(chosen.to_string(index=False))
-        print(f"written: {csv}, {images_csv}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
+        print(f"written: {csv}, {images_csv}, {args.out / 'rungs.csv'}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
     except (UserError, HydraException) as err:  # Hydra's names the valid choices of a bad config group
         print(f"actionbench.convergence: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -50,6 +50,7 @@ ABLATIONS = "ablations"  # results/ablations/: settings sweeps, with their own b
 CONTROL = "synthetic_control"  # the world's positive control (results_dir=results/runs/synthetic_control)
 CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
 SMOKE = "smoke"  # results/smoke/: model=tiny smoke tests, whose scores measure nothing (conf/model/tiny.yaml)
+WORLD_BOARD = "world"  # results/world/: the committed world board, whose records (runs/) make only that board
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
 RATERS = ("Fleiss_Action", "Fleiss_Subject")  # how far people agree among themselves
@@ -64,7 +65,7 @@ def method_label(record: dict) -> str:
     return f"{record['method']} ({', '.join(settings)})" if settings else record["method"]
 
 
-def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CONVERGENCE, SMOKE)) -> tuple[pd.DataFrame, list[str]]:
+def read_records(root: Path, exclude: tuple[str, ...] = (ABLATIONS, CONTROL, CONVERGENCE, SMOKE, WORLD_BOARD)) -> tuple[pd.DataFrame, list[str]]:
     """One row per image of every complete record (with its run's keys, folder and config digest, which with
     the file name identifies the image); and one message per record skipped. Records inside a folder named
     in `exclude` (below `root`) are not read."""

@@ -54,5 +54,5 @@ def settings_tag(overrides) -> str:
 def work_digest(config: dict) -> str:
     """What a run's artifact and images depend on: its config less the scorer, the bookkeeping keys and the
     speed-only ones. With an image's file name it identifies the image (human judgments are keyed by both)."""
-    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "cache_dir", *SPEED_ONLY)}
+    kept = {k: v for k, v in config.items() if k not in ("rerun", "scorer", "output_dir", "runs_dir", "cache_dir", *SPEED_ONLY)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

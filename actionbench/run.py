@@ -29,6 +29,20 @@ from actionbench.runlock import LOCK_FILE, RunLock
 import world  # noqa: F401, E402  an entry point: registers the resolvers (${world:...}) of conf/'s world configs
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's config as its record keeps it: resolved, with the world package's folder written `<world>`, so
+    a record made in one clone is the same config in any other (a sweep resumes from committed records wherever
+    the repository lies). What the run loads keeps the real paths (`cfg`)."""
+    return portable(OmegaConf.to_container(cfg, resolve=True))
+
+
+def portable(data):
+    """`data` (JSON-like) with every path inside the world package written from `<world>` instead of its folder."""
+    root = json.dumps(str(world.WORLD))[1:-1]
+    text = json.dumps(data).replace(f'"{root}/', '"<world>/').replace(f'"{root}"', '"<world>"')
+    return json.loads(text)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -97,7 +111,7 @@ def run(cfg: DictConfig) -> dict:
     # Everything a user can get wrong is checked here, before any model is loaded.
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     check_positive("", samples_per_subject=cfg.samples_per_subject, generation_batch_size=cfg.generation_batch_size)
-    run_dir, config = Path(cfg.output_dir), OmegaConf.to_container(cfg, resolve=True)
+    run_dir, config = Path(cfg.output_dir), resolved_config(cfg)
     done = finished_record(run_dir, config, cfg.rerun)
     if done:
         print(f"skipped: {run_dir} already holds the complete record of this config (rerun=true recomputes it)")
@@ -155,7 +169,7 @@ def run(cfg: DictConfig) -> dict:
         "config": config,
         "images": rows,
     }
-    path = write_record(run_dir, record)
+    path = write_record(run_dir, portable(record))
     summary = record["aggregates"]
     leak = f"  Leak {summary['leak']:.2f}%" if "leak" in summary else ""
     print(f"{choices['method']} on {task.action.name!r}: Action {summary['action']:.2f}%  Subject {summary['subject']:.2f}%  "

@@ -9,11 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import methods.mechanics.loop as loop
+from actionbench import convergence
 from actionbench.convergence import choose, compose_run, ladder_runs, rungs, total_step_settings
+from actionbench.errors import UserError
 from actionbench.run import run
+from actionbench.runlock import RunLock
 
 TINY = ["suite=actionbench", "model=tiny"]
 
@@ -35,25 +39,70 @@ def verdicts(method: str, totals: dict[int, list[float]], images: int = 46, seed
     return pd.DataFrame(rows)
 
 
-def test_the_choice_is_the_smallest_rung_not_measurably_worse_than_the_best():
-    # 250 beats 100 by one image of 92 (about a point): noise, so 100 is chosen, not the best rung
-    images = verdicts("ti", {50: [0.1, 0.1], 100: [0.3, 0.5], 250: [16 / 46, 0.5]})
-    chosen = choose(images).iloc[0]
-    assert (chosen["steps"], chosen["best_steps"], chosen["default_steps"]) == (100, 250, 250)
+def test_the_choice_reports_every_rung_and_the_chosen_one_beside_the_best():
+    chosen, ladder = choose(verdicts("ti", {50: [0.1, 0.1], 100: [0.395, 0.395], 250: [0.4, 0.4]}, images=4000))
+    chosen = chosen.iloc[0]
+    # half a point below the best, at 8,000 images a rung: within the 3-point margin, so the smaller count
+    assert (chosen["steps"], chosen["best_steps"], chosen["default_steps"], chosen["margin"]) == (100, 250, 250, 3.0)
     assert chosen["Total_low"] < chosen["Total"] < chosen["Total_high"]
-    assert chosen["best_Total"] == pytest.approx(100 * (16 / 46 + 0.5) / 2, abs=0.01)
-    assert chosen["best_low"] < chosen["best_Total"] < chosen["best_high"]
-    assert chosen["images_per_rung"] == 92
-    # a gap of 8 points is noise at 46 images per action, a difference at 1,000
-    gap = {100: [0.30, 0.50], 250: [0.38, 0.58]}
-    assert choose(verdicts("ti", gap)).iloc[0]["steps"] == 100
-    assert choose(verdicts("ti", gap, images=1000)).iloc[0]["steps"] == 250
+    assert chosen["best_Total"] == pytest.approx(40.0)
+    assert chosen["images_per_rung"] == 8000
+    assert ladder["steps"].tolist() == [50, 100, 250] and ladder["kept"].tolist() == [False, True, True]
+    assert (ladder["minus_best_low"] <= ladder["minus_best"]).all() and ladder.iloc[0]["minus_best_high"] < -3
+
+
+def test_a_rung_beyond_the_margin_is_not_chosen_however_many_images():
+    far = {100: [0.34, 0.34], 250: [0.40, 0.40]}  # 6 points below the best
+    assert choose(verdicts("ti", far, images=4000), draws=500)[0].iloc[0]["steps"] == 250
+    assert choose(verdicts("ti", far, images=4000), margin=8, draws=500)[0].iloc[0]["steps"] == 100
+
+
+def test_fewer_images_move_the_choice_up_the_ladder_never_down():
+    """The review's synthetic ladder: true Total 20 / 30 / 40% at 50 / 250 / 1000 steps, so 1000 is the right
+    count at any sample size. The earlier rule (smallest rung whose interval of its difference to the best reaches
+    0) chose it 4 of 40 times at 23 images per action: fewer images, fewer steps."""
+    ladder = {50: [0.2, 0.2], 250: [0.3, 0.3], 1000: [0.4, 0.4]}
+    for images in (23, 184):
+        picks = [choose(verdicts("ti", ladder, images=images, seed=seed), draws=500)[0].iloc[0]["steps"] for seed in range(40)]
+        assert picks.count(1000) >= 38, (images, picks)
+
+
+def test_where_no_rung_is_shown_as_good_as_the_best_the_methods_own_count_is_kept():
+    # two equal rungs, a few images each: neither is the best in 97.5% of draws, so with no margin none is kept
+    chosen = choose(verdicts("ti", {100: [0.5, 0.5], 250: [0.5, 0.5]}, images=10), margin=0)[0].iloc[0]
+    assert chosen["steps"] == chosen["default_steps"] == 250
+
+
+def test_two_ladders_over_one_out_keep_each_others_rows(tmp_path, monkeypatch):
+    """The second ladder finishes while the first trains: the first's rows are merged into the CSVs as they are
+    on disk then, not into what it read when it started."""
+    def fake_ladder(method, action, ladder, out, overrides):
+        if method == "first":
+            convergence.main(["--methods", "second", "--actions", "salute", "--out", str(out)])
+        return ([{"method": method, "action": action, "steps": 100, "Action": 1.0, "Subject": 1.0, "Total": 1.0}],
+                [{"method": method, "action": action, "steps": 100, "subject": "s0", "sample": 0, "total": True}])
+
+    monkeypatch.setattr(convergence, "faithful_steps", lambda overrides: 100)
+    monkeypatch.setattr(convergence, "ladder_runs", fake_ladder)
+    monkeypatch.setattr(convergence, "plot", lambda *args: None)
+    convergence.main(["--methods", "first", "--actions", "salute", "--out", str(tmp_path)])
+    for name in ("convergence.csv", "images.csv", "chosen.csv", "rungs.csv"):
+        assert set(pd.read_csv(tmp_path / name)["method"]) == {"first", "second"}, name
+
+
+def test_a_rung_another_process_is_running_is_refused_not_trained_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(convergence, "run", lambda cfg: pytest.fail("trained a rung another process holds"))
+    cfg = OmegaConf.create({"output_dir": str(tmp_path / "steps100")})
+    with RunLock(tmp_path / "steps100") as held:
+        assert held.held
+        with pytest.raises(UserError, match="running elsewhere"):
+            convergence.locked_run(cfg)
 
 
 def test_a_methods_choice_does_not_depend_on_the_other_methods_in_the_file():
-    alone = choose(verdicts("pplus", {100: [0.3, 0.5], 250: [0.4, 0.55]}))
+    alone = choose(verdicts("pplus", {100: [0.3, 0.5], 250: [0.4, 0.55]}))[0]
     beside = choose(pd.concat([verdicts("adi", {100: [0.2, 0.2], 250: [0.3, 0.3]}),
-                               verdicts("pplus", {100: [0.3, 0.5], 250: [0.4, 0.55]})]))
+                               verdicts("pplus", {100: [0.3, 0.5], 250: [0.4, 0.55]})]))[0]
     pd.testing.assert_frame_equal(alone.reset_index(drop=True), beside[beside["method"] == "pplus"].reset_index(drop=True))
 
 

@@ -7,11 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from actionbench import leaderboard
 from actionbench.convergence import LADDER, compose_run, faithful_steps, rungs
-from actionbench.task import load_task
+from actionbench.task import PLACEHOLDER, load_task
 from eval import plots
 from test_leaderboard import _record
 from world import UNNAMED
@@ -19,6 +20,14 @@ from world.render import BENCHMARK_ACTIONS, EVAL_SUBJECTS, PUPPET_ACTORS, render
 from world.scorer import JudgeScorer
 
 ANIMALS = [s for s in EVAL_SUBJECTS if s.category == "animal" and s.name != "panda"]  # a white-headed panda in yellow reads as the clown
+
+
+def test_the_unnamed_tasks_texts_are_the_placeholder_alone():
+    """No article before it: in the world's captions "a" opens a subject's name, so "a {action}" would hand the
+    placeholder a subject's slot and hide the copying the task is there to show (README, "The offline world")."""
+    manifest = yaml.safe_load((UNNAMED / "manifest.yaml").read_text())
+    texts = {e["text"] for action in manifest["actions"].values() for e in action["exemplars"]}
+    assert texts == {PLACEHOLDER}
 
 
 def test_the_exemplars_look_on_an_evaluation_subject_is_a_leak():

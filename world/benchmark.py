@@ -5,8 +5,9 @@ a method that copies the exemplars' look is caught by the subject judge), and th
 Each exemplar has its pose map beside it (`{action}/pose/NN.png`, the manifest's `pose:`), for `method=controlnet`.
 `benchmark_unnamed/` (`benchmark=synthetic_unnamed`): the same actions, subjects, poses, placements and
 backgrounds (the same render seed), but drawn by 3 puppets who share the yellow puppet's body and differ in what
-they wear (`render.PUPPET_ACTORS`), with texts that name none of it ("a {action}"): what the exemplars share
-and their texts do not say is there to be copied, as in photos (README, "The offline world").
+they wear (`render.PUPPET_ACTORS`), with texts that hold the placeholder alone ("{action}"): what the exemplars
+share and their texts do not say is there to be copied, as in photos (README, "The offline world"). No article: in
+the world's captions "a" always opens "a {subject}", so "a {action}" gives the placeholder a subject's slot.
 `benchmark_control/` (`benchmark=synthetic_control`): the same for the 8 known actions, whose words the base
 model knows, so a method's Total can be set against `method=sd` prompting the action by name (a positive
 control: it shows the world can measure learning; never on the main board).
@@ -47,13 +48,13 @@ class WorldTask:
     actions: tuple[Action, ...]
     seed: int  # exemplar i of action a is rendered from rng [seed, a, i]
     actors: tuple[Subject, ...]  # exemplar i is drawn by actors[i % len(actors)]
-    named: bool  # True: each text names its actor ("a yellow puppet {action}"); False: "a {action}"
+    named: bool  # True: each text names its actor ("a yellow puppet {action}"); False: the placeholder alone
 
     def actor(self, i: int) -> Subject:
         return self.actors[i % len(self.actors)]
 
     def text(self, i: int) -> str:
-        return f"{self.actor(i).prompt if self.named else 'a'} {PLACEHOLDER}"
+        return f"{self.actor(i).prompt} {PLACEHOLDER}" if self.named else PLACEHOLDER
 
 
 TASKS = {  # folder: its task
