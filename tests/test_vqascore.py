@@ -93,8 +93,9 @@ def tiny_with_template(template: str, bos: bool = False) -> VisionLanguageModel:
     return vlm
 
 
-@pytest.mark.parametrize("template, bos, answered", [(None, False, "Yes"), (IDEFICS3_TEMPLATE, False, "ĠYes"),
-                                                     (GEMMA3_TEMPLATE, True, "Yes")], ids=["qwen", "idefics3", "gemma3"])
+@pytest.mark.parametrize("template, bos, answered",
+                         [(None, False, "Yes"), (IDEFICS3_TEMPLATE, False, "ĠYes"), (GEMMA3_TEMPLATE, True, "Yes")],
+                         ids=["qwen", "idefics3", "gemma3"])
 def test_p_yes_reads_the_answers_token_as_it_follows_the_prompt_with_one_bos(template, bos, answered):
     """Qwen's template is answered "Yes"; Idefics3's prompt ends in `Assistant:` and is answered " Yes" (another
     token); Gemma 3's renders its BOS, and the prompt reaches the model with that one BOS, not a second."""
@@ -110,8 +111,8 @@ def test_p_yes_reads_the_answers_token_as_it_follows_the_prompt_with_one_bos(tem
         assert by_hand.input_ids[0].tolist().count(tokenizer.bos_token_id) == 1
     with torch.no_grad():
         logits = vlm.load(CPU)(**by_hand).logits[0, -1].double().softmax(-1)
-    assert vlm.p_yes([image], [question], "Yes", CPU) == [pytest.approx(logits[tokenizer.convert_tokens_to_ids(answered)].item(),
-                                                                        rel=1e-5)]
+    expected = logits[tokenizer.convert_tokens_to_ids(answered)].item()
+    assert vlm.p_yes([image], [question], "Yes", CPU) == [pytest.approx(expected, rel=1e-5)]
 
 
 def test_batches_give_what_one_image_at_a_time_gives_and_verdicts_follow_the_threshold(mini_task):
