@@ -35,7 +35,7 @@ from werkzeug.serving import make_server
 from actionbench.errors import UserError
 from actionbench.files import write_atomic
 from actionbench.leaderboard import read_records, run_task
-from actionbench.rater_links import load_secret, rater_link, read_raters, valid_token, write_links
+from actionbench.rater_links import MIN_SECRET_BYTES, load_secret, rater_link, read_raters, valid_token, write_links
 from actionbench.votes import DB_FILE, answer, connect, judged, read_votes, undo
 
 PAGE = Path(__file__).parent / "judge_page"
@@ -129,7 +129,11 @@ def _png(path: Path) -> Response:
 
 def make_app(study: Study, raters: tuple[str, ...] = (), secret: bytes = b"") -> Flask:
     """The judging page and its JSON API; every answer is committed before the response that shows the next image.
-    With `raters`, a request is served only for one of them and with their token (actionbench/rater_links.py)."""
+    With `raters`, a request is served only for one of them and with their token (actionbench/rater_links.py), made
+    with `secret`: never an empty or short key, under which anyone could compute every rater's token."""
+    if raters and len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"make_app: a study of named raters needs its secret of at least {MIN_SECRET_BYTES} bytes "
+                         f"(rater_links.load_secret), not a {len(secret)}-byte key")
     app = Flask(__name__, static_folder=str(PAGE), static_url_path="/page")
     by_key = {item.key: item for item in study.items}
     mine = {(item.digest, item.file) for item in study.items}

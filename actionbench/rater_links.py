@@ -3,9 +3,11 @@ their own, `/?rater=ann&token=...`, and the server takes answers, undos and next
 the rater they are for, so on a shared network nobody can answer, undo or overwrite under another's name.
 
 A token is an HMAC-SHA256 of the rater's name under a secret kept in the results folder (`JUDGE_SECRET`,
-made on first use, readable by its owner only), so a restarted server honours the links it gave before, and
-a link cannot be made up without that file. The links are printed and written beside the database
-(`JUDGE_LINKS`, also owner-only). Deleting the secret revokes every link: the next start makes new ones.
+made on first use, readable by its owner only; a copy others can read is refused), so a restarted server
+honours the links it gave before, and a link cannot be made up without that file. The links are printed and
+written beside the database (`JUDGE_LINKS`, also owner-only). Git ignores both files, in any folder: a results
+folder's boards are committed, and git keeps no file's owner-only mode. Deleting the secret revokes every
+link: the next start makes new ones.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from actionbench.errors import UserError
+from actionbench.files import write_atomic, write_new
 
 JUDGE_SECRET = "judge_secret"  # in results_dir
 JUDGE_LINKS = "judge_links.txt"  # in results_dir, beside human_judgments.sqlite
+SECRET_BYTES = 32  # the secret made on first use
+MIN_SECRET_BYTES = 16  # the shortest accepted: a shorter HMAC key could be guessed
 
 
 def read_raters(value, check_rater) -> list[str]:
@@ -46,21 +51,28 @@ def read_raters(value, check_rater) -> list[str]:
 
 
 def load_secret(results_dir: Path) -> bytes:
-    """The study's secret, made (32 random bytes, owner-only) the first time; two servers starting at once
-    agree on one, since only one can create the file."""
+    """The study's secret, made (32 random bytes, owner-only) the first time. Two servers starting at once agree on
+    one: each writes its own in full under a temporary name and links it into place, where only the first link
+    succeeds, so neither can read a file still being written."""
     path = Path(results_dir) / JUDGE_SECRET
+    if not path.exists():
+        write_new(path, (secrets.token_bytes(SECRET_BYTES).hex() + "\n").encode(), mode=0o600)
+    return read_secret(path)
+
+
+def read_secret(path: Path) -> bytes:
+    """The secret in `path`; refused when others may read it (the file makes every rater's link)."""
+    mode = path.stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        raise UserError(f"{path} can be read by others (mode {mode:o}), and it makes every rater's link: chmod 600 "
+                        f"{path} (or, if it was ever shared or committed, delete it; every link then changes)")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        secret = bytes.fromhex(path.read_text().strip())
-        if len(secret) < 16:
-            raise UserError(f"{path} holds no usable secret; delete it to make a new one (every link changes)") from None
-        return secret
-    secret = secrets.token_bytes(32)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret.hex() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+        secret = bytes.fromhex(path.read_text())
+    except ValueError:  # not hex, or not text at all (UnicodeDecodeError)
+        secret = b""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise UserError(f"{path} holds no usable secret (it should hold {2 * SECRET_BYTES} hex digits); delete it "
+                        "to make a new one (every rater's link changes)")
     return secret
 
 
@@ -79,11 +91,5 @@ def rater_link(base: str, secret: bytes, rater: str) -> str:
 def write_links(results_dir: Path, links: dict[str, str]) -> Path:
     """`name<TAB>link` per rater, owner-only (the links are the raters' passwords), replaced whole."""
     path = Path(results_dir) / JUDGE_LINKS
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.writelines(f"{name}\t{link}\n" for name, link in links.items())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{name}\t{link}\n" for name, link in links.items()).encode(), mode=0o600)
     return path

@@ -9,7 +9,8 @@ answer token are found by `check()`, before any expensive work; the weights load
 P(yes), as VQAScore computes it (Lin et al. 2024, and the t2v_metrics package for these models): the image
 and the question go in as one user turn of the model's chat template, with the assistant's turn opened; the
 next-token logits there go through a softmax over the whole vocabulary, and P(yes) is the probability of the
-answer's token ("Yes"). Nothing is renormalised over yes and no, so a model that would answer something
+answer's token ("Yes"), as it follows the prompt when the template renders the assistant's answer (" Yes" after
+Idefics3's `Assistant:`). Nothing is renormalised over yes and no, so a model that would answer something
 else entirely gives a low P(yes).
 """
 
@@ -24,6 +25,7 @@ from actionbench.errors import UserError, check_choice
 from actionbench.models import DTYPES, looks_local
 
 TINY = "tiny"
+PROBE_QUESTION = "Is this so?"  # a question whose prompt finds the answer's token (any question's ends alike)
 DTYPE_CHOICES = ("auto", *DTYPES)  # auto: bf16 on CUDA (what the models were trained in), fp32 elsewhere
 
 
@@ -105,14 +107,31 @@ class VisionLanguageModel:
         return self._processor
 
     def answer_token(self, answer: str) -> int:
-        """The answer's token id, the one whose probability is P(yes); the answer must be one token."""
-        ids = self.processor.tokenizer.encode(answer, add_special_tokens=False)
-        if len(ids) != 1:
-            pieces = self.processor.tokenizer.convert_ids_to_tokens(ids)
-            raise UserError(f"{self.key.rsplit('.', 1)[0]}.answer={answer!r} is {len(ids)} tokens for {self.model} "
-                            f"({pieces}); P(yes) is read from one next token, so give an answer that is one token "
-                            "(e.g. Yes)")
-        return ids[0]
+        """The answer's token id, the one whose probability is P(yes): the first token after the prompt's in the
+        encoding of the prompt followed by the answer as the chat template renders the assistant's turn. Encoded
+        in context, since a token depends on what precedes it: a template whose prompt ends in `Assistant:`
+        (Idefics3, SmolVLM) renders the turn `Assistant: Yes`, answered with the token " Yes", not "Yes" alone.
+        The answer must be one token there."""
+        tokenizer = self.processor.tokenizer
+        prompt = self.prompts([PROBE_QUESTION])[0]
+        before = tokenizer.encode(prompt, add_special_tokens=False)
+        ids = tokenizer.encode(prompt + self.spoken(answer, prompt), add_special_tokens=False)
+        if len(ids) != len(before) + 1 or ids[:len(before)] != before:
+            pieces = tokenizer.convert_ids_to_tokens(ids[len(before):])
+            raise UserError(f"{self.key.rsplit('.', 1)[0]}.answer={answer!r} is {len(ids) - len(before)} tokens after "
+                            f"{self.model}'s prompt ({pieces}); P(yes) is read from one next token, so give an answer "
+                            "that is one token (e.g. Yes)")
+        return ids[-1]
+
+    def spoken(self, answer: str, prompt: str) -> str:
+        """The answer as the chat template renders the assistant's turn after `prompt`: with the whitespace it puts
+        before the answer (`Assistant:` + " Yes"); the answer alone where the turn is not rendered so."""
+        turn = self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROBE_QUESTION}]},
+             {"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False)
+        after = turn[len(prompt):] if turn.startswith(prompt) else ""
+        space = after[:len(after) - len(after.lstrip())]
+        return space + answer if after.lstrip().startswith(answer) else answer
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         if self.dtype == "auto":
@@ -145,14 +164,21 @@ class VisionLanguageModel:
                     add_generation_prompt=True, tokenize=False)
                 for question in questions]
 
+    def inputs(self, images: list, questions: list[str]):
+        """The processor's batch of (image, question) prompts, padded on the left so every one ends at the last
+        position. The tokenizer adds no BOS of its own where the template renders one (Gemma 3's): never two."""
+        processor, prompts = self.processor, self.prompts(questions)
+        bos = processor.tokenizer.bos_token
+        rendered = bool(bos) and all(prompt.startswith(bos) for prompt in prompts)
+        processor.tokenizer.padding_side = "left"
+        return processor(images=list(images), text=prompts, padding=True, return_tensors="pt",
+                         add_special_tokens=not rendered)
+
     @torch.no_grad()
     def next_token_logits(self, images: list, questions: list[str], device: torch.device) -> torch.Tensor:
-        """(n, vocabulary) logits of the token that would come next after each (image, question), in one batch.
-        The prompts are padded on the left, so every one ends at the last position."""
-        model, processor = self.load(device), self.processor
-        processor.tokenizer.padding_side = "left"
-        inputs = processor(images=list(images), text=self.prompts(questions), padding=True, return_tensors="pt")
-        inputs = inputs.to(device)
+        """(n, vocabulary) logits of the token that would come next after each (image, question), in one batch."""
+        model = self.load(device)
+        inputs = self.inputs(images, questions).to(device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}

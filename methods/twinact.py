@@ -33,6 +33,9 @@ the long side at every draw); the pose maps as its pose path (squashed whole, `a
 
 Remaining deviations from the reference, with the reason:
 - The pose encoder reads the manifest's `pose:` maps where they exist (the detector only for the rest) [ours].
+- Mirrored exemplars (`flip_p` > 0) only with `kind=clip`: OpenPose's colours tell left limbs from right ones,
+  so a flipped map is not the mirrored image's (the world's maps, which keep a limb's colour under its mirror,
+  would need no swap: no one rule serves both) [ours].
 - The reference decodes the raw noise prediction as if it were a latent; we decode x̂0 (its quirk is a bug).
 - How a phrase becomes `num_tokens` vectors (contiguous slices of its tokens, averaged) and the drawability
   filter are ours: the paper is silent. Tokens are mean + c @ bases, starting at the initial word's
@@ -188,17 +191,15 @@ class PoseEncoder:
         check_pose_maps(task, self.detector, f"{ENCODER_KEY}.detector")
 
     @torch.no_grad()
-    def encode(self, model, exemplars, mirrored: bool) -> torch.Tensor:
-        """(exemplars, channels) fp32, then the mirrored maps' rows when `mirrored`. The maps are the manifest's, or
-        the detector's reading of the whole exemplar image."""
+    def encode(self, model, exemplars) -> torch.Tensor:
+        """(exemplars, channels) fp32. The maps are the manifest's, or the detector's reading of the whole exemplar
+        image. Never mirrored (TwinAct refuses flip_p > 0 with them): a flipped map is not the mirrored image's."""
         dtype = model.pipe.unet.dtype
         embedding = read_controlnet(self.controlnet, f"{ENCODER_KEY}.controlnet", dtype).controlnet_cond_embedding
         maps = pose_maps(exemplars, self.detector, f"{ENCODER_KEY}.detector", include_hand=self.include_hand)
         low, high = POSE_RANGES[self.pose_range]
         pixels = torch.stack([image_tensor(m, model.resolution, self.preprocess) for m in maps])  # in [-1, 1]
         pixels = low + (pixels + 1) / 2 * (high - low)
-        if mirrored:
-            pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: map i mirrored
         return embedding.to(model.device)(pixels.to(model.device, dtype)).float().mean((2, 3))
 
 
@@ -261,6 +262,12 @@ class TwinAct(ActionMethod):
                                 seed=encoder.get("seed", 0))
         self.pose = None
         if encoder["kind"] == "pose":
+            if flip_p > 0:
+                raise UserError(
+                    f"method.flip_p={flip_p} with {ENCODER_KEY}.kind=pose: a mirrored pose map is not the mirrored "
+                    "exemplar's map (OpenPose's colours tell left limbs from right ones, which a mirror swaps; the "
+                    "world's maps keep them), so the mirrored rows would read another pose; give method.flip_p=0, or "
+                    f"{ENCODER_KEY}.kind=clip")
             self.pose = PoseEncoder(encoder["controlnet"], encoder["detector"], encoder.get("include_hand", False),
                                     encoder.get("pose_range", "signed"), encoder.get("preprocess", "squash"))
         self.similarity_features, self.preprocess = similarity_features, preprocess
@@ -435,11 +442,11 @@ class TwinAct(ActionMethod):
 
     @torch.no_grad()
     def exemplar_features(self, model, exemplars, images) -> torch.Tensor:
-        """What the imitation MLP reads: a row per exemplar, then a row per mirror image when flip_p > 0; the pose
-        encoder's features of the exemplars' pose maps, or (kind=clip) the image encoder's embedding of the images
-        (their centre square where training crops at random)."""
+        """What the imitation MLP reads: a row per exemplar; the pose encoder's features of the exemplars' pose maps,
+        or (kind=clip) the image encoder's embedding of the images (their centre square where training crops at
+        random), then a row per mirror image when flip_p > 0 (kind=clip only)."""
         if self.pose is not None:
-            return self.pose.encode(model, exemplars, mirrored=self.flip_p > 0)
+            return self.pose.encode(model, exemplars)
         pixels = torch.stack([image_tensor(image, model.resolution, self.preprocess) for image in images])
         if self.flip_p > 0:
             pixels = torch.cat([pixels, pixels.flip(-1)])  # row i + n: exemplar i mirrored

@@ -1,7 +1,11 @@
 """Human judging: the server is blind and keeps every answer; the leaderboard's human columns and agreement."""
 
 import io
+import shutil
 import sqlite3
+import subprocess
+import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -371,6 +375,81 @@ def test_raters_cannot_touch_each_others_answers_and_links_survive_a_restart(swe
     assert restarted.get(f"/api/next?rater=ann&token={ann}").get_json()["judged"] == 2
     assert restarted.get(f"/api/next?rater=bob&token={ann}").status_code == 403
     assert oct((results / rater_links.JUDGE_SECRET).stat().st_mode & 0o777) == "0o600"
+
+
+def test_servers_starting_at_once_all_read_the_one_secret_the_first_wrote(tmp_path):
+    """Eight servers start over one fresh results folder at the same moment, 20 times: none fails (none reads a
+    secret file still being written), all read the same secret, and no temporary file is left behind."""
+    for round in range(20):
+        folder = tmp_path / f"study{round}"
+        folder.mkdir()
+        start, secrets, errors = threading.Barrier(8), [], []
+
+        def server():
+            start.wait()
+            try:
+                secrets.append(rater_links.load_secret(folder))
+            except Exception as err:  # noqa: BLE001 - collected: the test shows every failure
+                errors.append(err)
+
+        threads = [threading.Thread(target=server) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, f"round {round}: {errors[0]!r}"
+        assert len(secrets) == 8 and len(set(secrets)) == 1 and len(secrets[0]) == rater_links.SECRET_BYTES
+        assert [p.name for p in folder.iterdir()] == [rater_links.JUDGE_SECRET]
+        assert oct((folder / rater_links.JUDGE_SECRET).stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_bad_or_readable_secret_is_refused_with_one_message_naming_it(tmp_path):
+    path = tmp_path / rater_links.JUDGE_SECRET
+    for text in ("", "not a secret\n", "ab" * 8, b"\xff\xfe"):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        path.chmod(0o600)
+        with pytest.raises(UserError, match=f"{path} holds no usable secret .*delete it"):
+            rater_links.load_secret(tmp_path)
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o644)  # as a checkout of a committed secret has it
+    with pytest.raises(UserError, match=f"{path} can be read by others \\(mode 644\\).*chmod 600 {path}"):
+        rater_links.load_secret(tmp_path)
+    path.chmod(0o600)
+    assert rater_links.load_secret(tmp_path) == bytes.fromhex("ab" * 32)
+
+
+def test_links_are_written_owner_only_through_a_temporary_name_of_their_own(tmp_path):
+    """A file planted at a fixed temporary name (here a link to another file) is never written through."""
+    other = tmp_path / "other.txt"
+    other.write_text("kept\n")
+    (tmp_path / f".{rater_links.JUDGE_LINKS}.tmp").symlink_to(other)
+    path = rater_links.write_links(tmp_path, {"ann": "http://host/?rater=ann&token=1"})
+    assert other.read_text() == "kept\n"
+    assert not path.is_symlink() and path.read_text() == "ann\thttp://host/?rater=ann&token=1\n"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_study_of_named_raters_refuses_an_empty_key(sweep):
+    results, _ = sweep
+    study = judge.load_study(results)
+    for key in (b"", b"short"):
+        with pytest.raises(ValueError, match="needs its secret"):
+            judge.make_app(study, ("ann",), key)
+    assert judge.make_app(study).test_client().get("/api/next?rater=ann").status_code == 200, "one person: no key"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_ignores_the_judges_secret_and_links_in_any_results_folder():
+    root = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    paths = ["results/judge_secret", "results/judge_links.txt", "results/world/judge_secret",
+             "elsewhere/study/judge_links.txt", "results/.judge_secret.0123456789abcdef.tmp"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert ignored.stdout.split() == paths
+    kept = subprocess.run(["git", "check-ignore", "--no-index", "results/README.md", "actionbench/judge.py"], cwd=root,
+                          capture_output=True, text=True)
+    assert kept.stdout == "", "only those files"
 
 
 def test_raters_setting_takes_a_list_or_a_file_and_refuses_bad_ones(sweep, tmp_path):

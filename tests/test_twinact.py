@@ -363,7 +363,7 @@ def pose_twinact(tmp_path, controlnet, **overrides):
 def test_pose_features_are_the_pooled_conditioning_embedding_of_the_pose_maps(pose_range, low, mini_root, tiny_model,
                                                                               tmp_path):
     """Against a hand computation: each map in [-1, 1] (the reference's; unit: [0, 1]) through the ControlNet's
-    conditioning embedding, averaged over space, one row per exemplar, then the mirrored maps' when mirrored."""
+    conditioning embedding, averaged over space, one row per exemplar."""
     task = load_task("mini", str(posed_mini(mini_root, tmp_path)), "salute")
     folder = tiny_controlnet(tiny_model, tmp_path / "controlnet")
     exemplars = task.action.exemplars
@@ -372,11 +372,21 @@ def test_pose_features_are_the_pooled_conditioning_embedding_of_the_pose_maps(po
     maps = low + maps * (1 - low)
     embedding = ControlNetModel.from_pretrained(folder).controlnet_cond_embedding
     with torch.no_grad():
-        expected = embedding(torch.cat([maps, maps.flip(-1)])).mean((2, 3))
-    method = pose_twinact(tmp_path, folder, flip_p=1.0, pose_range=pose_range)
+        expected = embedding(maps).mean((2, 3))
+    method = pose_twinact(tmp_path, folder, pose_range=pose_range)
     features = method.exemplar_features(tiny_model, exemplars, [e.load() for e in exemplars])
-    assert features.shape == (6, 32)  # the tiny UNet's first block width, as SD's is 320
+    assert features.shape == (3, 32)  # the tiny UNet's first block width, as SD's is 320
     assert torch.allclose(features, expected, atol=1e-5)
+
+
+def test_mirrored_exemplars_are_refused_with_pose_maps(tmp_path):
+    """OpenPose's colours tell left limbs from right ones, so a flipped map is not the mirrored exemplar's: mirroring
+    is refused with the pose encoder before anything loads, and stays open to the image encoder."""
+    with pytest.raises(UserError, match=r"method.flip_p=0.5 with method.action_encoder.kind=pose: a mirrored pose "
+                                        r"map is not the mirrored exemplar's.*flip_p=0, or method.action_encoder.kind=clip"):
+        pose_twinact(tmp_path, "unused", flip_p=0.5)
+    assert pose_twinact(tmp_path, "unused").pose is not None
+    assert short_twinact(tmp_path, flip_p=0.5).flip_p == 0.5
 
 
 def test_pose_maps_are_squashed_whole_as_the_reference(mini_root, tiny_model, tmp_path):

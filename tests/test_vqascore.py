@@ -16,7 +16,7 @@ from PIL import Image
 from actionbench import leaderboard
 from actionbench.errors import UserError
 from actionbench.run import run
-from actionbench.vlm import tiny_model, tiny_processor
+from actionbench.vlm import VisionLanguageModel, tiny_model, tiny_processor
 from actionbench.votes import DB_FILE, answer, connect
 from eval.aggregate import agreement
 from eval.vqa_scorer import VQAScorer
@@ -59,6 +59,60 @@ def test_p_yes_is_the_softmax_over_the_whole_vocabulary_at_the_answers_token(tin
     no = tiny.vlm.p_yes([image], [question], "No", CPU)[0]
     assert no == pytest.approx(math.exp(logits[processor.tokenizer.convert_tokens_to_ids("No")]) / sum(map(math.exp, logits)),
                                rel=1e-5)
+
+
+# Two other chat templates' forms over the tiny tokenizer. Idefics3 / SmolVLM's: capitalised roles, the assistant's
+# turn rendered "Assistant: <answer>" while the generation prompt ends in "Assistant:" with no space. Gemma 3's: the
+# template renders the BOS itself, before a tokenizer that also adds one by default.
+IDEFICS3_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|im_start|>{{ 'model' if message['role'] == 'assistant' else "
+    "message['role'] }}\n{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>model\n{% endif %}")
+
+
+def tiny_with_template(template: str, bos: bool = False) -> VisionLanguageModel:
+    """The tiny model behind another chat template; `bos`: its tokenizer adds a BOS of its own, as Gemma 3's does."""
+    from tokenizers import processors
+
+    processor = tiny_processor()
+    processor.chat_template = template
+    if bos:
+        tokenizer = processor.tokenizer
+        tokenizer.add_special_tokens({"bos_token": "<bos>"})
+        tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tokenizer.bos_token_id)])
+    vlm = VisionLanguageModel("tiny")
+    vlm._processor = processor
+    return vlm
+
+
+@pytest.mark.parametrize("template, bos, answered",
+                         [(None, False, "Yes"), (IDEFICS3_TEMPLATE, False, "ĠYes"), (GEMMA3_TEMPLATE, True, "Yes")],
+                         ids=["qwen", "idefics3", "gemma3"])
+def test_p_yes_reads_the_answers_token_as_it_follows_the_prompt_with_one_bos(template, bos, answered):
+    """Qwen's template is answered "Yes"; Idefics3's prompt ends in `Assistant:` and is answered " Yes" (another
+    token); Gemma 3's renders its BOS, and the prompt reaches the model with that one BOS, not a second."""
+    vlm = tiny_with_template(template, bos) if template else VisionLanguageModel("tiny")
+    tokenizer = vlm.processor.tokenizer
+    assert vlm.answer_token("Yes") == tokenizer.convert_tokens_to_ids(answered) != tokenizer.unk_token_id
+    image, question = pictures(1)[0], 'Does this figure show "saluting"? Please answer yes or no.'
+    prompts = vlm.prompts([question])
+    by_hand = vlm.processor(images=[image], text=prompts, add_special_tokens=False, return_tensors="pt")
+    if bos:
+        twice = vlm.processor(images=[image], text=prompts, return_tensors="pt").input_ids[0].tolist()
+        assert twice[:2] == [tokenizer.bos_token_id] * 2, "the tokenizer would add a second BOS"
+        assert by_hand.input_ids[0].tolist().count(tokenizer.bos_token_id) == 1
+    with torch.no_grad():
+        logits = vlm.load(CPU)(**by_hand).logits[0, -1].double().softmax(-1)
+    expected = logits[tokenizer.convert_tokens_to_ids(answered)].item()
+    assert vlm.p_yes([image], [question], "Yes", CPU) == [pytest.approx(expected, rel=1e-5)]
 
 
 def test_batches_give_what_one_image_at_a_time_gives_and_verdicts_follow_the_threshold(mini_task):
