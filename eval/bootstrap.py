@@ -58,8 +58,8 @@ def _stratum(runs: list[np.ndarray], resamples: int, rng: np.random.Generator) -
     means, which holds both the runs' and their images' noise; S: runs), on S - 1 degrees of freedom. Where
     the runs agree better than their images' noise w predicts (s^2 < w), c = 0 and the image noise w/S alone
     remains, never less (after Davison and Hinkley 1997, sec. 3.8, two-stage resampling); its degrees of
-    freedom stay S - 1 all the same. With few runs that agreement is chance (2 runs whose chances differ by
-    12 points, at 46 images each, agree that well 37% of the time), not evidence that runs do not differ:
+    freedom stay S - 1 all the same. With few runs that agreement is chance (2 runs with 12 points of
+    run-to-run spread, 46 images each, agree that well 37% of the time), not evidence that runs do not differ:
     what the board does not know is how far runs differ, and only the S run means speak to that. Taking the
     image noise as known (N - S degrees of freedom, no widening) covered 87-92% per action with 2 seeds and
     92-94% with 3, at 6-20 points of run-to-run spread (`python -m benchmarks.coverage`); S - 1 covers
