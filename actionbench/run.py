@@ -195,8 +195,7 @@ def main(cfg: DictConfig) -> None:
         except UserError as err:
             print(f"actionbench: error: {err}", file=sys.stderr)
             if {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
-                lock.release(remove=True)
-                run_dir.rmdir()  # Hydra creates the run folder up front; a run refused at validation leaves none
+                lock.release(remove=True)  # and the folder Hydra made up front: a run refused at validation leaves none
             sys.exit(2)
 
 
