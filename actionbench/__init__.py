@@ -5,10 +5,10 @@ from omegaconf import OmegaConf
 __version__ = "0.1.0"
 
 
-def _settings_tag(overrides) -> str:
-    from actionbench.records import settings_tag
+def _settings_tag(overrides, *, _root_) -> str:
+    from actionbench.records import settings_tag, without_defaults
 
-    return settings_tag(list(overrides or []))
+    return settings_tag(without_defaults(overrides, _root_))
 
 
 # `${settings_tag:${hydra:overrides.task}}` in output_dir: a run that overrides method settings gets a folder of its own.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 from actionbench.files import write_json
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 RECORD_FILE = "record.json"
 SPEED_ONLY = ("generation_batch_size",)  # change how fast a run goes, not what it computes
 PACKAGES = ("actionbench", "torch", "diffusers", "transformers", "peft", "open_clip_torch", "hydra-core", "safetensors")
@@ -32,6 +36,39 @@ def write_record(run_dir: Path, record: dict) -> Path:
     return path
 
 
+def without_defaults(overrides, cfg) -> list[str]:
+    """The command line's `overrides` of the composed config `cfg`, less the method settings set to the value
+    they have anyway (in the config the other overrides compose to: the method's file, its tuning, the model's
+    settings): `method.merge=intersection`, ADI's default, is the default run, with its folder and board row."""
+    overrides = list(overrides or [])
+    settings = [o for o in overrides if o.removeprefix("++").startswith("method.")]
+    if not settings:
+        return overrides
+    default = _composed(tuple(o for o in overrides if o not in settings))
+    return [o for o in overrides if o not in settings or
+            _value(cfg, key := o.removeprefix("++").split("=", 1)[0]) != _value(default, key)]
+
+
+_ABSENT = object()
+
+
+def _value(cfg, key: str):
+    value = OmegaConf.select(cfg, key, default=_ABSENT)
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+@functools.lru_cache(maxsize=32)
+def _composed(overrides: tuple[str, ...]) -> DictConfig:
+    """conf/config.yaml composed with `overrides`, by the running Hydra app where there is one."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=list(overrides))
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
 def method_settings(overrides) -> list[str]:
     """The method settings a run's command line overrode (`method.beta=0.25` -> `beta=0.25`), in order: what
     makes its row (leaderboard) and its folder (output_dir) its own."""
@@ -41,7 +78,7 @@ def method_settings(overrides) -> list[str]:
 def settings_tag(overrides) -> str:
     """The folder suffix of a run with overridden method settings, `__beta=0.25,merge=union` (a digest where
     that would be long or hold a path separator); empty for the method's own settings, so default runs keep
-    their folders."""
+    their folders. `overrides`: as `without_defaults` leaves them, as the record keeps them."""
     settings = method_settings(overrides)
     if not settings:
         return ""

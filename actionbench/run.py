@@ -9,6 +9,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -16,15 +17,20 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from actionbench.errors import UserError, check_positive
 from actionbench.files import write_json
+from actionbench.folders import missing_folders, remove_empty, remove_refused_sweep
 from actionbench.generate import generate_images, keep_scores
 from actionbench.models import fit_threads_to_job, resolve_device, resolve_dtype
-from actionbench.records import RECORD_FILE, SPEED_ONLY, work_digest, write_record
+from actionbench.records import RECORD_FILE, SPEED_ONLY, without_defaults, work_digest, write_record
 from actionbench.runlock import LOCK_FILE, RunLock
+from actionbench.task import ActionTask
+from eval.scorer import Scorer
+from methods.base import ActionMethod
 
 import world  # noqa: F401, E402  an entry point: registers the resolvers (${world:...}) of conf/'s world configs
 
@@ -97,31 +103,51 @@ def recorded_digest(path: Path) -> str | None:
         return None
 
 
-def run(cfg: DictConfig) -> dict:
-    """One run down the chain: config -> task -> method.train -> generate -> score -> record."""
+@dataclass
+class Checked:
+    """What `validate` built from a config: nothing loaded yet, nothing written."""
+    device: torch.device
+    dtype: torch.dtype
+    task: ActionTask
+    method: ActionMethod
+    scorer: Scorer
+    seconds: float
+
+
+def validate(cfg: DictConfig) -> Checked:
+    """Everything a user can get wrong, checked before any folder is made or any model loaded: the manifest
+    first, so a wrong benchmark.root says so rather than that the run folder holds another config's record."""
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    check_positive("", samples_per_subject=cfg.samples_per_subject, generation_batch_size=cfg.generation_batch_size)
+    task = build(cfg.benchmark, action=cfg.action)
+    method = build(cfg.method)
+    scorer = build(cfg.scorer)
+    method.check(task, scorer)
+    scorer.check(task)
+    return Checked(device, dtype, task, method, scorer, time.perf_counter() - started)
+
+
+def run(cfg: DictConfig, checked: Checked | None = None) -> dict:
+    """One run down the chain: config -> task -> method.train -> generate -> score -> record. `checked`: the
+    config's `validate`, where the caller did it before making the run's folder."""
+    fit_threads_to_job()
+    checked = checked or validate(cfg)
+    device, dtype, task, method, scorer = checked.device, checked.dtype, checked.task, checked.method, checked.scorer
+    timings = {"validate": round(checked.seconds, 3)}
+    t = time.perf_counter()
+    started = t - checked.seconds  # the total counts the validation, wherever it was done
 
     def lap(name: str, since: float) -> float:
         now = time.perf_counter()
         timings[name] = round(now - since, 3)
         return now
 
-    fit_threads_to_job()
-    # Everything a user can get wrong is checked here, before any model is loaded.
-    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
-    check_positive("", samples_per_subject=cfg.samples_per_subject, generation_batch_size=cfg.generation_batch_size)
     run_dir, config = Path(cfg.output_dir), resolved_config(cfg)
     done = finished_record(run_dir, config, cfg.rerun)
     if done:
         print(f"skipped: {run_dir} already holds the complete record of this config (rerun=true recomputes it)")
         return done
-    task = build(cfg.benchmark, action=cfg.action)
-    method = build(cfg.method)
-    scorer = build(cfg.scorer)
-    method.check(task, scorer)
-    scorer.check(task)
-    t = lap("validate", started)
 
     model = build(cfg.model, dtype=dtype, device=device)
     t = lap("load_model", t)
@@ -165,7 +191,7 @@ def run(cfg: DictConfig) -> dict:
         "aggregates": scorer.summarise(rows),
         **({"diagnostics": diagnostics} if diagnostics else {}),
         "timings_s": timings,
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": without_defaults(HydraConfig.get().overrides.task, cfg) if HydraConfig.initialized() else [],
         "config": config,
         "images": rows,
     }
@@ -182,21 +208,33 @@ def run(cfg: DictConfig) -> dict:
     return record
 
 
+def refuse(err: UserError) -> None:
+    print(f"actionbench: error: {err}", file=sys.stderr)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        remove_refused_sweep()  # this exit ends the sweep: Hydra's folder for it goes too if it holds nothing else
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(cfg.output_dir)
+    try:
+        checked = validate(cfg)
+    except UserError as err:
+        refuse(err)
+    made = missing_folders(run_dir)
     with RunLock(run_dir) as lock:  # held for the run's whole life (actionbench/runlock.py)
         if not lock.held:
             print(f"skipped: {run_dir} is running elsewhere ({lock.holder or 'another process'} holds its lock); "
                   "relaunch once it has finished to skip or resume it")
             return
         try:
-            run(cfg)
+            run(cfg, checked)
         except UserError as err:
-            print(f"actionbench: error: {err}", file=sys.stderr)
             if {p.name for p in run_dir.iterdir()} == {LOCK_FILE}:
-                lock.release(remove=True)  # and the folder Hydra made up front: a run refused at validation leaves none
-            sys.exit(2)
+                lock.release(remove=True)
+                remove_empty(made)  # a run refused before it started leaves no folder behind, nor their parents
+            refuse(err)
 
 
 def with_default_suite(argv: list[str], environ) -> list[str]:

@@ -6,8 +6,6 @@ import sys
 
 import pytest
 from conftest import REPO, compose_config
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
 
 from actionbench.errors import UserError
@@ -46,14 +44,26 @@ def test_cli_unknown_action_is_one_message_before_loading(mini_root, tmp_path):
     # model=sd21 would try the hub (offline here) if it were loaded first; the action error must come first.
     result = subprocess.run(
         [sys.executable, "-m", "actionbench.run", "suite=actionbench", "action=moonwalk", f"benchmark.root={mini_root}", "method=sd",
-         f"output_dir={tmp_path}/run"],
+         f"output_dir={tmp_path}/deep/run"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
-    assert not (tmp_path / "run").exists(), "a refused run leaves no folder behind"
+    assert not any(tmp_path.iterdir()), "a refused run leaves no folder behind, nor the parents it would have made"
     assert "action='moonwalk' is not valid" in result.stderr
     assert "salute" in result.stderr and "handstand" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_refused_after_taking_its_folder_or_a_refused_sweep_leaves_nothing(mini_root, tmp_path):
+    """A missing model folder is found only when the model loads, inside the run's locked folder; a sweep's
+    refused run ends the sweep, whose folder (hydra.sweep.dir = runs_dir, with Hydra's multirun.yaml) goes too."""
+    common = ["suite=actionbench", f"benchmark.root={mini_root}", "method=sd"]
+    for overrides in (["scorer=tiny", "model.pretrained=/nonexistent/model", f"output_dir={tmp_path}/deep/run"],
+                      ["-m", "model=tiny", f"runs_dir={tmp_path}/deep/runs", "action=moonwalk,salute"]):
+        command = [sys.executable, "-m", "actionbench.run", *overrides, *common]
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 2 and "actionbench: error:" in result.stderr, result.stderr[-2000:]
+        assert not any(tmp_path.iterdir()), (command, sorted(tmp_path.rglob("*")))
 
 
 def test_help_describes_the_app_and_its_groups():
@@ -132,10 +142,18 @@ def test_a_run_overriding_method_settings_gets_a_folder_of_its_own():
     assert compose_config(["method=adi", "method.merge=union", "method.beta=0.25", "action=kick"]).output_dir == \
         "results/runs/synthetic/synthetic/adi__merge=union,beta=0.25/kick/seed0"
     assert compose_config(["method=adi", "method.beta=0.25", "output_dir=elsewhere"]).output_dir == "elsewhere"
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["method=adi", "method.beta=0.25"], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    assert cfg.hydra.sweep.subdir == "synthetic/synthetic/adi__beta=0.25/salute/seed0", "a sweep's runs too"
+
+
+def test_an_override_equal_to_the_default_is_the_default_run():
+    """Its folder, and so its record (skipped where the default run has finished) and its board row."""
+    assert compose_config(["method=adi", "method.merge=intersection", "method.beta=0.50"]).output_dir == \
+        "results/runs/synthetic/synthetic/adi/salute/seed0"
+    assert compose_config(["method=adi", "method.merge=union", "method.beta=0.5"]).output_dir == \
+        "results/runs/synthetic/synthetic/adi__merge=union/salute/seed0"
+    assert compose_config(["model=tiny", "method.max_train_steps=200"]).output_dir == \
+        "results/smoke/synthetic/tiny/textual_inversion/salute/seed0", "the default as composed: here the model's"
+    assert compose_config(["method.max_train_steps=200"]).output_dir == \
+        "results/runs/synthetic/synthetic/textual_inversion__max_train_steps=200/salute/seed0"
 
 
 def test_smoke_runs_go_apart_from_the_board_and_the_study(tmp_path):

@@ -193,3 +193,31 @@ def test_a_raters_link_opens_their_page_and_works_after_a_restart(study, driver)
     press(driver, "n", "n")
     judged(driver, 2)
     assert len(stored(results)) == 2 and {r for r, _ in stored(results)} == {"ann"}
+
+
+def visible(driver) -> set[str]:
+    """The ids of the page's parts that a rater sees (displayed, not merely present in the page)."""
+    parts = ("who", "judge", "finished", "error", "image", "subject", "q-subject")
+    return {part for part in parts if driver.find_element(By.ID, part).is_displayed()}
+
+
+def test_the_page_shows_only_what_applies(study, driver):
+    _, start = study
+    server = start("[ann]")
+    driver.get(f"{server.base}/")  # the bare address: the name form and nothing of a study
+    WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "who").is_displayed())
+    assert visible(driver) == {"who"}
+    assert not any(b.is_displayed() for b in driver.find_elements(By.CSS_SELECTOR, "button.undo"))
+    driver.get(server.links["ann"].replace("token=", "token=x"))  # a bad token: the message alone
+    WebDriverWait(driver, 15).until(lambda d: "link of their own" in d.find_element(By.ID, "error").text)
+    assert visible(driver) == {"error"}
+    driver.get(server.links["ann"])
+    judged(driver, 0)
+    total = int(re.search(r"/ (\d+) to judge", driver.find_element(By.ID, "count").text)[1])
+    for n in range(total):
+        judged(driver, n)
+        assert visible(driver) == {"judge", "image", "subject", "q-subject"}
+        press(driver, "y", "y")
+    WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "count").text == f"{total} judged / 0 to judge")
+    assert visible(driver) == {"finished"}, "after the last image: the end screen alone"
+    assert [b.is_displayed() for b in driver.find_elements(By.CSS_SELECTOR, "button.undo")] == [False, True]

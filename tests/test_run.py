@@ -4,14 +4,17 @@ import json
 
 import pytest
 from conftest import compose_config
+from omegaconf import OmegaConf
 
 import actionbench.generate
 from actionbench.errors import UserError
+from actionbench.leaderboard import method_label
 from actionbench.run import run
 from eval.aggregate import aggregate
 from methods.textual_inversion import TextualInversion
 
-SHORT = {"sd": [], "textual_inversion": ["method.max_train_steps=3"], "pplus": ["method.max_train_steps=3"],
+SHORT = {"sd": ["method.max_train_steps=200"],  # model=tiny's setting, so the default: the default's run and row
+         "textual_inversion": ["method.max_train_steps=3"], "pplus": ["method.max_train_steps=3"],
          "adi": ["method.max_train_steps=2", "method.action_different_per_anchor=1", "method.context_lora_steps=1"],
          "dreambooth_lora": ["method.max_train_steps=2", "method.num_class_images=2"],
          "custom_diffusion": ["method.max_train_steps=2", "method.num_class_images=2"],
@@ -38,6 +41,8 @@ def test_tiny_run_writes_images_sidecars_and_a_consistent_record(method, mini_ro
     assert "measure nothing" in record["scorer"]["note"]
     assert record["versions"]["torch"] and record["config"]["action"] == "salute"
     assert f"method={method}" in record["overrides"]
+    if method == "sd":
+        assert "method.max_train_steps=200" not in record["overrides"] and method_label(record) == "sd"
     if method in ("textual_inversion", "reversion"):
         assert (tmp_path / "artifact" / "learned_embeds.safetensors").is_file()
         assert record["images"][0]["prompt"] == "a man <salute>"
@@ -62,6 +67,14 @@ def test_a_finished_run_is_skipped_and_a_different_config_is_not_overwritten(min
         run(compose_config([*base, "samples_per_subject=1"]))
     again = run(compose_config([*base, "rerun=true"]))
     assert record.read_bytes() != written and again["aggregates"] == first["aggregates"]
+
+
+def test_a_wrong_benchmark_root_is_named_before_the_folders_earlier_record(mini_root, tmp_path):
+    base = ["method=sd", "suite=actionbench", "model=tiny", f"output_dir={tmp_path}"]
+    earlier = OmegaConf.to_container(compose_config([*base, f"benchmark.root={mini_root}"]), resolve=True)
+    (tmp_path / "record.json").write_text(json.dumps({"complete": True, "config": earlier}))
+    with pytest.raises(UserError, match=f"benchmark.root='{tmp_path}/nowhere': no manifest.yaml"):
+        run(compose_config([*base, f"benchmark.root={tmp_path}/nowhere"]))
 
 
 def test_another_scorer_scores_a_finished_run_again_without_training_or_drawing(mini_root, tmp_path, capsys, monkeypatch):
