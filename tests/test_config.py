@@ -109,7 +109,7 @@ def test_model_tiny_brings_its_scorer_and_a_short_run_but_cli_wins():
     cfg = compose_config(["model=tiny", "scorer=clip_vit_l14", "method.max_train_steps=7"])
     assert cfg.scorer.model_name == "ViT-L-14" and cfg.method.max_train_steps == 7
     assert compose_config(["suite=actionbench"]).method.max_train_steps == 3000  # the faithful default for real models
-    assert compose_config([]).method.max_train_steps == 1000  # the world's converged count (conf/tuning/)
+    assert compose_config([]).method.max_train_steps == 500  # the world's converged count (conf/tuning/)
 
 
 def test_benchmark_root_comes_from_the_environment(monkeypatch, mini_root):
