@@ -253,6 +253,7 @@ def plot(rows: pd.DataFrame, chosen: pd.DataFrame, path: Path) -> None:
 
     from eval.plots import save_figure  # selects the Agg backend
 
+    rows = rows[rows["method"].isin(chosen["method"])]  # a method whose verdicts are not in images.csv has no choice
     mean = rows.groupby(["method", "steps"], as_index=False)["Total"].mean()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, curve in mean.groupby("method"):
