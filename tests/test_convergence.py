@@ -168,8 +168,8 @@ def test_a_method_whose_schedule_spans_its_steps_trains_each_rung(mini_root, tmp
     losses = counting_and_slow(monkeypatch)
     monkeypatch.setattr("actionbench.convergence.total_step_settings", lambda method: ["similarity_start=0.4"])
     overrides = [*TINY, f"benchmark.root={mini_root}", "method.max_train_steps=4"]
-    main(["--methods", "textual_inversion", "--actions", "salute", "--ladder", "2", "--samples-per-subject", "1",
-          "--out", str(tmp_path / "ladder"), "--", *overrides])
+    main(["methods=[textual_inversion]", "actions=[salute]", "ladder=[2]", "samples_per_subject=1",
+          f"out={tmp_path / 'ladder'}", "--", *overrides])
     assert len(losses) == 2 + 4  # a training per rung
     rows = pd.read_csv(tmp_path / "ladder" / "convergence.csv")
     assert list(rows["steps"]) == [2, 4] and set(rows["rungs"]) == {"trained (similarity_start=0.4)"}
@@ -187,6 +187,6 @@ def test_a_bad_method_is_refused_before_any_training(methods, message, tmp_path,
     from actionbench.convergence import main
 
     with pytest.raises(SystemExit) as stop:
-        main(["--methods", *methods, "--out", str(tmp_path / "out")])
+        main([f"methods=[{','.join(methods)}]", f"out={tmp_path / 'out'}"])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
