@@ -78,14 +78,14 @@ def test_two_ladders_over_one_out_keep_each_others_rows(tmp_path, monkeypatch):
     on disk then, not into what it read when it started."""
     def fake_ladder(method, action, ladder, out, overrides):
         if method == "first":
-            convergence.main(["--methods", "second", "--actions", "salute", "--out", str(out)])
+            convergence.main(["methods=[second]", "actions=[salute]", f"out={out}"])
         return ([{"method": method, "action": action, "steps": 100, "Action": 1.0, "Subject": 1.0, "Total": 1.0}],
                 [{"method": method, "action": action, "steps": 100, "subject": "s0", "sample": 0, "total": True}])
 
     monkeypatch.setattr(convergence, "faithful_steps", lambda overrides: 100)
     monkeypatch.setattr(convergence, "ladder_runs", fake_ladder)
     monkeypatch.setattr(convergence, "plot", lambda *args: None)
-    convergence.main(["--methods", "first", "--actions", "salute", "--out", str(tmp_path)])
+    convergence.main(["methods=[first]", "actions=[salute]", f"out={tmp_path}"])
     for name in ("convergence.csv", "images.csv", "chosen.csv", "rungs.csv"):
         assert set(pd.read_csv(tmp_path / name)["method"]) == {"first", "second"}, name
 
