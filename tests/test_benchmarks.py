@@ -80,8 +80,11 @@ def test_the_sweep_times_count_every_seed_asked_and_print_the_split_as_commands(
 def test_on_a_clean_clone_the_sweep_estimates_every_board_method_and_prints_the_commands(tmp_path, capsys):
     """No records: each of the board's methods (conf/method/, and TwinAct with the CLIP encoder) is estimated
     from the committed step times and its world step count, and the two processes' commands cover them all."""
+    import math
+
     from benchmarks import sweep
 
+    assert all(math.isfinite(row["total_s"]) for row in sweep.measure(tmp_path / "none")), "every row estimated"
     sweep.main([f"runs={tmp_path / 'none'}"])
     out = capsys.readouterr().out
     assert "nan" not in out
