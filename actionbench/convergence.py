@@ -9,7 +9,7 @@ of its total steps (TwinAct's similarity loss switches on at `similarity_start` 
 schedule over the steps) would not be: the state after 200 steps of a 500-step training is not a 200-step
 training, so such a method trains each rung on its own (`rungs=trained`, naming the setting).
 
-A method's step count for a model is the smallest rung shown to be no more than `--margin` points (3) worse than
+A method's step count for a model is the smallest rung shown to be no more than `margin` points (3) worse than
 its best rung: the Total, averaged over the actions, is bootstrapped over each action's images, paired across
 rungs (every rung draws the same prompts from the same noise), the best rung is picked again in every draw (so
 its luck on these images is part of the interval), and a rung is kept when the lower end of the 95% interval of
@@ -17,11 +17,11 @@ its Total minus the best's is at least -margin. Fewer images widen that interval
 the choice moves up the ladder, never down; no rung kept keeps the method's own (top) step count.
 
 A ladder takes each rung folder's run lock (as `actionbench.run` does), so two ladders never train one rung at
-once, and merges its rows into the CSVs under a lock on the `--out` folder, so two ladders over one `--out` keep
+once, and merges its rows into the CSVs under a lock on the `out` folder, so two ladders over one `out` keep
 each other's rows.
 
-    python -m actionbench.convergence --methods textual_inversion pplus --actions salute squat
-    python -m actionbench.convergence --methods twinact -- model=synthetic dtype=fp32   # after --: run overrides
+    python -m actionbench.convergence methods=[textual_inversion,pplus] actions=[salute,squat]
+    python -m actionbench.convergence methods=[twinact] -- model=synthetic dtype=fp32   # after --: run overrides
 
 Writes `{out}/convergence.csv` (a row per method x action x rung: its figures, the training seconds up to the
 rung, how the rung was made, and the invocation's overrides), `{out}/images.csv` (each rung's per-image
@@ -34,13 +34,12 @@ Interrupted, it resumes: finished rungs are skipped, the training resumes from i
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import shutil
-import sys
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +47,9 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import MISSING, OmegaConf, open_dict
 
+from actionbench.cli import command
 from actionbench.errors import UserError
 from actionbench.files import write_atomic, write_json
 from actionbench.records import work_digest
@@ -184,7 +184,7 @@ def rung_totals(images: pd.DataFrame, draws: list[np.ndarray] | None) -> pd.Data
         verdicts = wide.to_numpy(dtype=float)  # (images, rungs): the same prompt and noise across a row
         if np.isnan(verdicts).any():
             raise UserError(f"{per_action['method'].iloc[0]} on {per_action['action'].iloc[0]}: its rungs drew "
-                            "different images (another samples_per_subject?): rerun the ladder in a fresh --out")
+                            "different images (another samples_per_subject?): rerun the ladder in a fresh out=")
         picked = verdicts[None] if draws is None else verdicts[draws[a]]
         totals.append(pd.DataFrame(100 * picked.mean(1), columns=wide.columns))
     return sum(totals) / len(totals)
@@ -276,50 +276,47 @@ def replaced(earlier: pd.DataFrame, new: pd.DataFrame, method: str, action: str)
     return pd.concat([kept, new], ignore_index=True).sort_values(["method", "action", "steps"], kind="stable")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m actionbench.convergence", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", required=True, help="methods that train (conf/method/)")
-    parser.add_argument("--actions", nargs="+", default=["salute", "squat"])
-    parser.add_argument("--ladder", nargs="+", type=int, default=list(LADDER),
-                        help="step counts to judge, cut at each method's own step count (always judged)")
-    parser.add_argument("--samples-per-subject", type=int, default=SAMPLES_PER_SUBJECT,
-                        help="images per (action, subject) at each rung; more narrow the intervals the choice reads")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="the interval of a rung's Total minus the best's whose lower end must be -margin or above")
-    parser.add_argument("--margin", type=float, default=MARGIN,
-                        help="points of Total a rung may lose against the best rung and still be chosen (non-inferiority)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("overrides", nargs="*", help="after --: overrides for every run, as actionbench.run takes them")
-    args = parser.parse_args(argv)
+@dataclass
+class Keys:
+    methods: list[str] = MISSING  # methods that train (conf/method/)
+    actions: list[str] = field(default_factory=lambda: ["salute", "squat"])  # the actions each method learns
+    ladder: list[int] = field(default_factory=lambda: list(LADDER))  # step counts to judge, cut at each method's own (always judged)
+    samples_per_subject: int = SAMPLES_PER_SUBJECT  # images per (action, subject) at each rung; more narrow the intervals
+    confidence: float = 0.95  # the interval of a rung's Total minus the best's whose lower end must be -margin or above
+    margin: float = MARGIN  # points of Total a rung may lose against the best rung and still be chosen (non-inferiority)
+    out: Path = OUT  # where the CSVs, the plot and the runs go
+    overrides: list[str] = field(default_factory=list)  # overrides for every run, as actionbench.run takes them (or after --)
+
+
+@command(Keys)
+def main(args: Keys) -> None:
     overrides = [f"samples_per_subject={args.samples_per_subject}", *args.overrides]
+    if not 0 < args.confidence < 1:
+        raise UserError(f"confidence={args.confidence} must be between 0 and 1 (0.95: a 95% interval)")
     try:
-        if not 0 < args.confidence < 1:
-            raise UserError(f"--confidence {args.confidence} must be between 0 and 1 (0.95: a 95% interval)")
         for method in args.methods:  # every choice checked before the first training
             for action in args.actions:
                 faithful_steps([f"method={method}", f"action={action}", *overrides])
-        if args.margin < 0:
-            raise UserError(f"--margin {args.margin} must be 0 or more (points of Total)")
-        csv, images_csv = args.out / "convergence.csv", args.out / "images.csv"
-        for method in args.methods:
-            for action in args.actions:
-                rows, verdicts = ladder_runs(method, action, tuple(args.ladder), args.out, overrides)
-                with folder_lock(args.out):  # each method x action as it finishes, beside other ladders' rows
-                    merge_rows(images_csv, pd.DataFrame(verdicts), method, action)
-                    merge_rows(csv, pd.DataFrame(rows), method, action)
-        with folder_lock(args.out):
-            earlier, images = read_csv(csv), read_csv(images_csv)
-            chosen, ladder = choose(images, args.confidence, args.margin)
-            write_atomic(args.out / "rungs.csv", ladder.to_csv(index=False).encode())
-            write_atomic(args.out / "chosen.csv", chosen.to_csv(index=False).encode())
-            plot(earlier, chosen, args.out / "convergence.png")
-        print(ladder.to_string(index=False))
-        print(chosen.to_string(index=False))
-        print(f"written: {csv}, {images_csv}, {args.out / 'rungs.csv'}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
-    except (UserError, HydraException) as err:  # Hydra's names the valid choices of a bad config group
-        print(f"actionbench.convergence: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except HydraException as err:  # Hydra's names the valid choices of a bad config group
+        raise UserError(str(err)) from err
+    if args.margin < 0:
+        raise UserError(f"margin={args.margin} must be 0 or more (points of Total)")
+    csv, images_csv = args.out / "convergence.csv", args.out / "images.csv"
+    for method in args.methods:
+        for action in args.actions:
+            rows, verdicts = ladder_runs(method, action, tuple(args.ladder), args.out, overrides)
+            with folder_lock(args.out):  # each method x action as it finishes, beside other ladders' rows
+                merge_rows(images_csv, pd.DataFrame(verdicts), method, action)
+                merge_rows(csv, pd.DataFrame(rows), method, action)
+    with folder_lock(args.out):
+        earlier, images = read_csv(csv), read_csv(images_csv)
+        chosen, ladder = choose(images, args.confidence, args.margin)
+        write_atomic(args.out / "rungs.csv", ladder.to_csv(index=False).encode())
+        write_atomic(args.out / "chosen.csv", chosen.to_csv(index=False).encode())
+        plot(earlier, chosen, args.out / "convergence.png")
+    print(ladder.to_string(index=False))
+    print(chosen.to_string(index=False))
+    print(f"written: {csv}, {images_csv}, {args.out / 'rungs.csv'}, {args.out / 'chosen.csv'}, {args.out / 'convergence.png'}")
 
 
 if __name__ == "__main__":

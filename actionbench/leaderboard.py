@@ -1,6 +1,6 @@
 """The leaderboard: every complete record under a results folder, one row per benchmark x model x method.
 
-    python -m actionbench.leaderboard [results_dir=results] [out=<results_dir>] [bootstrap=1000]
+    python -m actionbench.leaderboard [results_dir=results] [out=<results_dir>] [bootstrap=1000] [replace=false]
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
 tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
@@ -10,7 +10,9 @@ leaderboard_per_category.csv (Subject / Total / Leak per subject category), lead
 method against sd on the same images, eval/paired.py), LEADERBOARD.md, plots/ (whatever
 else lies there is removed: boards gone) and report.html into `out` (by default results_dir; the committed
 world board lives in its own folder, results/world/, which a user's board never overwrites:
-`python -m actionbench.leaderboard out=results/world` rebuilds it); boards of the real ActionBench
+`python -m actionbench.leaderboard out=results/world` rebuilds it). A board is never written over one built
+from more: where `out` holds a leaderboard.csv with a row (benchmark / model / method) these records lack, or
+hold fewer images of, nothing is written and the error names those rows (`replace=true` writes anyway). Boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
 (human_judgments.sqlite, from `python -m actionbench.judge`), every row also gets Human_Action / Subject /
 Total over the images people judged (majority of raters) and the agreement with them of the automated verdicts
@@ -30,12 +32,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
+from actionbench.cli import command
 from actionbench.errors import UserError
 from actionbench.files import write_atomic
 from actionbench.records import RECORD_FILE, method_settings, work_digest
@@ -555,22 +558,60 @@ PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-o
                 "these and any other pair (`pairs=[twinact:adi]`, `actions=[salute]`).\n\n")
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.merge({"results_dir": "results", "out": None, "bootstrap": 1000}, OmegaConf.from_cli(argv))
-    out = Path(cfg.out or cfg.results_dir)
-    images, board, per_action, skipped = build(Path(cfg.results_dir), cfg.bootstrap)
+@dataclass
+class Keys:
+    results_dir: Path = Path("results")  # the folder whose complete records the board is built from
+    out: Path | None = None  # where the board is written (default: results_dir)
+    bootstrap: int = 1000  # resamples of each interval
+    replace: bool = False  # true: write over a board in out even where it holds rows or images this one lacks
+
+
+def losses(earlier: pd.DataFrame, board: pd.DataFrame) -> list[str]:
+    """What writing `board` over `earlier` (the leaderboard.csv already there) would lose: each earlier row
+    (benchmark / model / method) the new board lacks or holds fewer images of."""
+    now = dict(zip(zip(*(board[k] for k in KEYS)), board["images"])) if len(board) else {}
+    lost = []
+    for row in earlier.to_dict("records"):
+        key = tuple(row[k] for k in KEYS)
+        if now.get(key, 0) < row["images"]:
+            lost.append(f"{' / '.join(map(str, key))} ({row['images']} images, now {now.get(key, 0)})")
+    return lost
+
+
+def refuse_a_smaller_board(out: Path, board: pd.DataFrame) -> None:
+    """A UserError, before anything is written, where `out` holds a board built from more than `board` is: the
+    committed world board, rebuilt after a few runs of one's own, would otherwise shrink to those runs."""
+    path = out / "leaderboard.csv"
+    if not path.is_file():
+        return
+    try:
+        earlier = pd.read_csv(path)
+        lost = losses(earlier, board)
+    except (ValueError, KeyError) as err:  # pandas' parse errors are ValueErrors
+        lost = [f"it cannot be read as a board ({err})"]
+    if lost:
+        raise UserError(f"{path} holds more than these records make; it would lose {'; '.join(lost)}. Nothing "
+                        "written: replace=true writes over it anyway, out=FOLDER writes elsewhere")
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    out = args.out or args.results_dir
+    images, board, per_action, skipped = build(args.results_dir, args.bootstrap)
     for message in skipped:
         print(message, file=sys.stderr)
     if images.empty:
-        raise SystemExit(f"no complete records under {cfg.results_dir}")
+        raise UserError(f"no complete records under {args.results_dir}")
+    if not args.replace:
+        refuse_a_smaller_board(out, board)
     versions = board_versions(images)
     for warning in version_warnings(versions):
         print(warning, file=sys.stderr)
     write_atomic(out / "leaderboard.csv", board.to_csv(index=False).encode())
     write_atomic(out / "leaderboard_per_action.csv", per_action.to_csv(index=False).encode())
-    categories = per_category(images, cfg.bootstrap)
+    categories = per_category(images, args.bootstrap)
     write_atomic(out / "leaderboard_per_category.csv", categories.to_csv(index=False).encode())
-    comparisons = paired.comparisons(images, resamples=cfg.bootstrap)
+    comparisons = paired.comparisons(images, resamples=args.bootstrap)
     write_atomic(out / "leaderboard_paired.csv", comparisons.to_csv(index=False).encode())
     threshold_rows = thresholds(images)
     if threshold_rows.empty:
@@ -589,4 +630,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,8 +1,8 @@
 """The benchmark suite: training steps (ours vs the reference loops), generation and scoring throughput,
 peak memory, and the wall time of a complete world sweep, printed as tables and written as CSV.
 
-    python -m benchmarks            # world model, one process per method (~15 min on 2 CPU cores)
-    python -m benchmarks --quick    # tiny model, a few steps, one process (CI: under 2 min)
+    python -m benchmarks              # world model, one process per method (~15 min on 2 CPU cores)
+    python -m benchmarks quick=true   # tiny model, a few steps, one process (CI: under 2 min)
 
 Ratios are measured side by side in one run on one machine; the machine is printed with the tables and
 written beside them (`results/benchmarks/`; a quick run's under `results/benchmarks/quick/`, ignored by git).
@@ -10,13 +10,14 @@ written beside them (`results/benchmarks/`; a quick run's under `results/benchma
 
 from __future__ import annotations
 
-import argparse
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from actionbench.cli import command
 from actionbench.files import write_atomic
 from benchmarks import generation, scoring, sweep, train_step
 
@@ -35,21 +36,23 @@ def machine(device: str) -> str:
     return f"{cpu} ({torch.get_num_threads()} torch threads){gpu}; torch {torch.__version__}"
 
 
-def arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; a smoke run writes beside the committed tables, never over them, unless --out says so."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny model, 3 steps, in one process: a smoke test of the suite, not a measurement")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=None, help="training steps timed per method (default 10; quick 3)")
-    parser.add_argument("--runs", type=Path, default=Path("results/runs/synthetic/synthetic"), help="the world sweep's records")
-    parser.add_argument("--out", type=Path, default=None, help=f"default {FULL} ({QUICK} with --quick, ignored by git)")
-    args = parser.parse_args(argv)
-    args.out = args.out or (QUICK if args.quick else FULL)
-    return args
+@dataclass
+class Keys:
+    quick: bool = False  # tiny model, 3 steps, in one process: a smoke test of the suite, not a measurement
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"  # where every section runs
+    steps: int | None = None  # training steps timed per method (default 10; quick 3)
+    runs: Path = sweep.RUNS  # the world sweep's records (benchmarks.sweep's runs=)
+    out: Path | None = None  # where the tables go (default results/benchmarks; quick: results/benchmarks/quick, ignored by git)
 
 
-def main() -> None:
-    args = arguments()
+def output(args: Keys) -> Path:
+    """Where the tables go: a smoke run writes beside the committed tables, never over them, unless out= says so."""
+    return args.out or (QUICK if args.quick else FULL)
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    out = output(args)
     model = "tiny" if args.quick else "world"
     steps = args.steps or (3 if args.quick else 10)
     device = torch.device(args.device)
@@ -63,21 +66,24 @@ def main() -> None:
     samples = 1 if args.quick else 2  # the smoke run draws each subject once
     generation_rows = generation.measure(model, device, batch=64, samples=samples)  # batch: the run default
     scoring_rows = scoring.measure(model, device, 64 if args.quick else 368)
-    step_ms = {r["method"]: r["ours_ms"] for r in steps_rows} if model == "world" else None  # world step times only
-    defaults = {name: make().max_train_steps for name, make in train_step.methods(model, "unused").items()}
-    sweep_rows = sweep.measure(args.runs, step_ms, defaults)
+    if model == "world":  # this run's step times and generation and scoring; the tiny model's say nothing of the world
+        step_ms = {r["method"]: r["ours_ms"] for r in steps_rows}
+        overhead_s = sweep.run_overhead_s(pd.DataFrame(generation_rows), pd.DataFrame(scoring_rows))
+    else:
+        step_ms = overhead_s = None  # the committed ones (results/benchmarks/)
+    sweep_rows = sweep.measure(args.runs, step_ms, overhead_s=overhead_s)
 
     sections = {
         "train_step": (f"Training step, ours vs the reference loop ({steps} steps; peak memory per process)", steps_rows),
         "generation": (f"Generation, 23 subjects x {samples} samples", generation_rows),
         "scoring": ("Scoring", scoring_rows),
-        "sweep": ("World sweep wall time (every method x 8 actions), from the sweep's records", sweep_rows),
+        "sweep": ("World sweep wall time (the board's methods x 8 actions), from the sweep's records or estimated", sweep_rows),
     }
-    report = [f"# Benchmarks\n\n`python -m benchmarks{' --quick' if args.quick else ''}` on {model} model, "
+    report = [f"# Benchmarks\n\n`python -m benchmarks{' quick=true' if args.quick else ''}` on {model} model, "
               f"device {args.device}: {where}\n"]
     for name, (title, rows) in sections.items():
         frame = pd.DataFrame(rows)
-        write_atomic(args.out / f"{name}.csv", frame.to_csv(index=False).encode())
+        write_atomic(out / f"{name}.csv", frame.to_csv(index=False).encode())
         text = frame.to_string(index=False, float_format=lambda v: f"{v:.2f}")
         print(f"{title}\n{text}\n")
         report.append(f"## {title}\n\n```\n{text}\n```\n")
@@ -86,8 +92,8 @@ def main() -> None:
     line = f"World sweep: {total:.1f} min in all" + (f" (without {', '.join(unknown)}: no record, no step time)" if unknown else "")
     print(line)
     report.append(line + "\n")
-    write_atomic(args.out / "BENCHMARKS.md", "\n".join(report).encode())
-    print(f"wrote {args.out}/*.csv and {args.out / 'BENCHMARKS.md'}")
+    write_atomic(out / "BENCHMARKS.md", "\n".join(report).encode())
+    print(f"wrote {out}/*.csv and {out / 'BENCHMARKS.md'}")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,20 @@ true mean (Beta, standard deviation `spread`: the run-to-run luck of training), 
 actions of ACTIONS), with 2 and 3 seeds, as run-to-run spread grows; beside the method, the image-only
 fallback it replaced (`image_only_fallback`), which under-covers per action.
 
-    python -m benchmarks.coverage [--boards 2000] [--pooled-boards 250] [--resamples 300]
+    python -m benchmarks.coverage [boards=2000] [pooled_boards=250] [resamples=300]
 
 tests/test_bootstrap.py runs the same simulation on fewer boards and asserts the coverage's floor.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from unittest import mock
 
 import numpy as np
 
+from actionbench.cli import command
 from eval import bootstrap
 
 ACTIONS = [0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6]  # each action's true mean Total
@@ -64,12 +65,15 @@ def image_only_fallback(runs, resamples: int, rng: np.random.Generator):
     return draws, variance, freedom
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--boards", type=int, default=2000, help="per-action boards per cell (default 2000)")
-    parser.add_argument("--pooled-boards", type=int, default=250, help="8-action boards per cell (default 250)")
-    parser.add_argument("--resamples", type=int, default=300, help="bootstrap resamples per interval (default 300)")
-    args = parser.parse_args()
+@dataclass
+class Keys:
+    boards: int = 2000  # per-action boards per cell
+    pooled_boards: int = 250  # 8-action boards per cell
+    resamples: int = 300  # bootstrap resamples per interval
+
+
+@command(Keys)
+def main(args: Keys) -> None:
     start = time.process_time()
     print("Coverage of the nominal 95% interval, 46 images per run; columns: run-to-run spread (points)\n")
     header = f"{'row':<12}{'seeds':>6}  {'method':<22}" + "".join(f"{100 * s:>7.0f}" for s in SPREADS)

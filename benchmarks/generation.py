@@ -3,18 +3,20 @@ ours (`actionbench.generate.generate_images`, what a run does: batches of `gener
 noise, PNGs and sidecars written) vs the pipeline called one prompt at a time vs one pipeline call with
 every prompt.
 
-    python -m benchmarks.generation [--model tiny|world] [--device cpu] [--batch 8]
+    python -m benchmarks.generation [model=tiny|world] [device=cpu] [batch=8]
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from actionbench.cli import command
+from actionbench.errors import check_choice
 from actionbench.generate import generate_images, initial_latents, noise_seed
 from benchmarks.timing import MODELS, sync, task_for
 from methods.sd import PlainPrompt
@@ -49,12 +51,16 @@ def measure(model_name: str, device: torch.device, batch: int, samples: int = 2)
             timed(f"pipeline, one call of {len(prompts)}", one_call)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=list(MODELS), default="world")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=64, help="ours: prompts per pipeline call (generation_batch_size)")
-    args = parser.parse_args()
+@dataclass
+class Keys:
+    model: str = "world"  # tiny | world
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    batch: int = 64  # ours: prompts per pipeline call (generation_batch_size)
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    check_choice("model", args.model, list(MODELS))
     for row in measure(args.model, torch.device(args.device), args.batch):
         print(f"{row['variant']:<34} {row['images_per_s']:8.2f} images/s")
 

@@ -1,20 +1,22 @@
 """Scoring throughput, images/s: the open_clip scorer (features of the fixed texts and the exemplars computed
 once per task, images in batches) and, in the world, the ground-truth judges, on the same images; with
---vqascore MODEL also VQAScore with that vision-language model (a hub id, a folder, or tiny), on the same
-images enlarged to --vqascore-size px, as a real benchmark's images are (its cost grows with their size).
+vqascore=MODEL also VQAScore with that vision-language model (a hub id, a folder, or tiny), on the same
+images enlarged to vqascore_size px, as a real benchmark's images are (its cost grows with their size).
 
-    python -m benchmarks.scoring [--model tiny|world] [--device cpu] [--images 368]
-    python -m benchmarks.scoring --device cuda --images 64 --vqascore Qwen/Qwen2.5-VL-7B-Instruct
+    python -m benchmarks.scoring [model=tiny|world] [device=cpu] [images=368]
+    python -m benchmarks.scoring device=cuda images=64 vqascore=Qwen/Qwen2.5-VL-7B-Instruct
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
+from actionbench.cli import command
+from actionbench.errors import check_choice
 from benchmarks.timing import ENCODERS, sync, task_for
 from eval.clip_scorer import ClipScorer
 from eval.vqa_scorer import VQAScorer
@@ -47,14 +49,18 @@ def measure(model_name: str, device: torch.device, count: int, vqascore: str | N
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["tiny", "world"], default="world")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--images", type=int, default=368, help="default: one method's 8 actions x 23 subjects x 2")
-    parser.add_argument("--vqascore", metavar="MODEL", help="also VQAScore with this model (hub id, folder or tiny)")
-    parser.add_argument("--vqascore-size", type=int, default=512, help="VQAScore's images, px (default: SD 2.1's)")
-    args = parser.parse_args()
+@dataclass
+class Keys:
+    model: str = "world"  # tiny | world
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    images: int = 368  # default: one method's 8 actions x 23 subjects x 2
+    vqascore: str | None = None  # also VQAScore with this model (hub id, folder or tiny)
+    vqascore_size: int = 512  # VQAScore's images, px (default: SD 2.1's)
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    check_choice("model", args.model, ["tiny", "world"])
     for row in measure(args.model, torch.device(args.device), args.images, args.vqascore, args.vqascore_size):
         print(f"{row['scorer']:<34} {row['images_per_s']:8.1f} images/s  {1000 / row['images_per_s']:8.1f} ms/image")
 

@@ -2,7 +2,7 @@
 scripts' way of stepping, VAE encode and text-encoder passes every step) on the same model, batch,
 resolution and precision, measured side by side in one process; plus that process's peak memory.
 
-    python -m benchmarks.train_step [--model tiny|world] [--steps 10] [--device cpu] [--only METHOD]
+    python -m benchmarks.train_step [model=tiny|world] [steps=10] [device=cpu] [only=METHOD]
 
 Each method runs in its own process, so each peak-memory figure is that method's alone. Our step time is
 (time of a 2N-step run - time of an N-step run) / N, so set-up (class images, cached latents) is excluded,
@@ -11,14 +11,16 @@ as it is from the reference loop.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import torch
 
+from actionbench.cli import command
+from actionbench.errors import check_choice
 from benchmarks import reference
 from benchmarks.timing import (
     ENCODERS,
@@ -70,20 +72,26 @@ def run_all(model: str, steps: int, device: str, cache: str | None = None, separ
         return [measure(name, model, steps, torch.device(device), cache) for name in METHODS]
     rows = []
     for name in METHODS:
-        command = [sys.executable, "-m", "benchmarks.train_step", "--only", name, "--model", model, "--steps", str(steps),
-                   "--device", device, "--cache", cache]
-        rows.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]))
+        line = [sys.executable, "-m", "benchmarks.train_step", f"only={name}", f"model={model}", f"steps={steps}",
+                f"device={device}", f"cache={cache}"]
+        rows.append(json.loads(subprocess.run(line, capture_output=True, text=True, check=True).stdout.splitlines()[-1]))
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=list(MODELS), default="world")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--cache", default=None, help="class images etc. (default: a fresh temporary folder)")
-    parser.add_argument("--only", choices=METHODS, help="measure one method and print its row as JSON")
-    args = parser.parse_args()
+@dataclass
+class Keys:
+    model: str = "world"  # tiny | world
+    steps: int = 10  # training steps timed per method
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    cache: str | None = None  # class images etc. (default: a fresh temporary folder)
+    only: str | None = None  # measure one method and print its row as JSON
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    check_choice("model", args.model, list(MODELS))
+    if args.only is not None:
+        check_choice("only", args.only, METHODS)
     if args.only:
         print(json.dumps(measure(args.only, args.model, args.steps, torch.device(args.device), args.cache)))
         return

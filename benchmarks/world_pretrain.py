@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
+from actionbench.cli import command
 from actionbench.files import write_json
 from world import pretrain
 from world.render import random_dataset
@@ -58,12 +57,19 @@ def levers(steps: int, cfg: pretrain.PretrainConfig) -> dict:
     return {"fp32_ms_per_sample": round(1000 * base, 2), "relative_time_per_sample": result}
 
 
-def main(argv: list[str]) -> None:
-    args = OmegaConf.from_cli(argv)
-    steps, write = int(args.get("steps", 20)), bool(args.get("write", False))
+@dataclasses.dataclass
+class Keys:
+    steps: int = 20  # steps of the shorter timed run (the longer runs twice as many)
+    write: bool = False  # store the figures as cpu_timing.json in the committed model folder
+    levers: bool = False  # time the UNet step with each throughput lever instead
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    steps, write = args.steps, args.write
     cfg = pretrain.PretrainConfig()
     timing_file = pretrain.MODEL / "cpu_timing.json"
-    if args.get("levers", False):
+    if args.levers:
         figures = {"command": f"python -m benchmarks.world_pretrain levers=true steps={steps}", **levers(steps, cfg)}
         print(json.dumps(figures, indent=2))
         if write:  # kept beside the step timings, where the card quotes them
@@ -85,4 +91,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

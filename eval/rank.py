@@ -9,14 +9,15 @@ the ADI paper's published ranking (people's verdicts on SD 2.1) and against its 
 from __future__ import annotations
 
 import math
-import sys
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
+from actionbench.cli import command
+from actionbench.errors import UserError
 from eval.bootstrap import row_rng
 
 ADI_PAPER = Path(__file__).resolve().parent / "reference" / "adi_paper.csv"
@@ -104,14 +105,26 @@ def compare(board: pd.DataFrame, reference: pd.DataFrame, per_action: pd.DataFra
     return pd.DataFrame(rows)
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.merge({"board": "results/world/leaderboard.csv", "per_action": None, "reference": str(ADI_PAPER),
-                           "bootstrap": 2000, "seed": 0}, OmegaConf.from_cli(argv))
-    per_action = Path(cfg.per_action) if cfg.per_action else Path(cfg.board).with_name("leaderboard_per_action.csv")
-    table = compare(pd.read_csv(cfg.board), published(Path(cfg.reference)),
-                    pd.read_csv(per_action) if per_action.is_file() else None, cfg.bootstrap, cfg.seed)
+@dataclass
+class Keys:
+    board: Path = Path("results/world/leaderboard.csv")  # the board whose rankings are compared
+    per_action: Path | None = None  # its per-action board (default: leaderboard_per_action.csv beside it, if there)
+    reference: Path = ADI_PAPER  # the published table the board's Total ranking is set against
+    bootstrap: int = 2000  # resamples of the actions for each interval
+    seed: int = 0  # seeds the resampling
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    for key in ("board", "reference", "per_action"):
+        path = getattr(args, key)
+        if path is not None and not path.is_file():
+            raise UserError(f"{key}={path}: no such file")
+    per_action = args.per_action or args.board.with_name("leaderboard_per_action.csv")
+    table = compare(pd.read_csv(args.board), published(args.reference),
+                    pd.read_csv(per_action) if per_action.is_file() else None, args.bootstrap, args.seed)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -78,14 +78,14 @@ def test_two_ladders_over_one_out_keep_each_others_rows(tmp_path, monkeypatch):
     on disk then, not into what it read when it started."""
     def fake_ladder(method, action, ladder, out, overrides):
         if method == "first":
-            convergence.main(["--methods", "second", "--actions", "salute", "--out", str(out)])
+            convergence.main(["methods=[second]", "actions=[salute]", f"out={out}"])
         return ([{"method": method, "action": action, "steps": 100, "Action": 1.0, "Subject": 1.0, "Total": 1.0}],
                 [{"method": method, "action": action, "steps": 100, "subject": "s0", "sample": 0, "total": True}])
 
     monkeypatch.setattr(convergence, "faithful_steps", lambda overrides: 100)
     monkeypatch.setattr(convergence, "ladder_runs", fake_ladder)
     monkeypatch.setattr(convergence, "plot", lambda *args: None)
-    convergence.main(["--methods", "first", "--actions", "salute", "--out", str(tmp_path)])
+    convergence.main(["methods=[first]", "actions=[salute]", f"out={tmp_path}"])
     for name in ("convergence.csv", "images.csv", "chosen.csv", "rungs.csv"):
         assert set(pd.read_csv(tmp_path / name)["method"]) == {"first", "second"}, name
 
@@ -168,8 +168,8 @@ def test_a_method_whose_schedule_spans_its_steps_trains_each_rung(mini_root, tmp
     losses = counting_and_slow(monkeypatch)
     monkeypatch.setattr("actionbench.convergence.total_step_settings", lambda method: ["similarity_start=0.4"])
     overrides = [*TINY, f"benchmark.root={mini_root}", "method.max_train_steps=4"]
-    main(["--methods", "textual_inversion", "--actions", "salute", "--ladder", "2", "--samples-per-subject", "1",
-          "--out", str(tmp_path / "ladder"), "--", *overrides])
+    main(["methods=[textual_inversion]", "actions=[salute]", "ladder=[2]", "samples_per_subject=1",
+          f"out={tmp_path / 'ladder'}", "--", *overrides])
     assert len(losses) == 2 + 4  # a training per rung
     rows = pd.read_csv(tmp_path / "ladder" / "convergence.csv")
     assert list(rows["steps"]) == [2, 4] and set(rows["rungs"]) == {"trained (similarity_start=0.4)"}
@@ -187,6 +187,6 @@ def test_a_bad_method_is_refused_before_any_training(methods, message, tmp_path,
     from actionbench.convergence import main
 
     with pytest.raises(SystemExit) as stop:
-        main(["--methods", *methods, "--out", str(tmp_path / "out")])
+        main([f"methods=[{','.join(methods)}]", f"out={tmp_path / 'out'}"])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

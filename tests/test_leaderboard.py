@@ -228,3 +228,59 @@ def test_a_users_board_leaves_the_committed_world_board_and_its_plots(tmp_path, 
     assert (tmp_path / "results" / "LEADERBOARD.md").read_text().count("| sd |") == 1, "the user's board"
     for relative, data in committed.items():
         assert (tmp_path / "results" / relative).read_bytes() == data, f"{relative} was replaced or removed"
+
+
+def test_readmes_rebuild_after_runs_of_ones_own_refuses_before_writing_and_names_what_would_be_lost(
+        tmp_path, monkeypatch, capsys):
+    """`python -m actionbench.leaderboard out=results/world` (README's rebuild) with two records of one's own:
+    the committed board, 8 methods x 1,104 images, would shrink to one row of 4 images and lose its grids."""
+    world = tmp_path / "results" / "world"
+    committed = {p.relative_to(REPO / "results" / "world"): p.read_bytes()  # the boards, not any records
+                 for p in (REPO / "results" / "world").rglob("*") if p.is_file()
+                 and "runs" not in p.relative_to(REPO / "results" / "world").parts}
+    for relative, data in committed.items():
+        (world / relative).parent.mkdir(parents=True, exist_ok=True)
+        (world / relative).write_bytes(data)
+    runs = tmp_path / "results" / "runs" / "synthetic"
+    _record(runs, "sd", "kick", [(True, True), (False, True)])
+    _record(runs, "sd", "squat", [(True, True), (False, True)])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        leaderboard.main(["out=results/world", "bootstrap=10"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "results/world/leaderboard.csv holds more than these records make" in err
+    assert "synthetic / synthetic / adi (1104 images, now 0)" in err and "synthetic / synthetic / sd (1104 images, now 4)" in err
+    assert "replace=true" in err
+    assert {p.relative_to(world): p.read_bytes() for p in world.rglob("*") if p.is_file()} == committed, \
+        "nothing written, nothing removed"
+
+    leaderboard.main(["out=results/world", "bootstrap=10", "replace=true"])  # asked for: written
+    assert pd.read_csv(world / "leaderboard.csv")[["method", "images"]].values.tolist() == [["sd", 4]]
+
+
+def test_a_board_rebuilt_from_as_many_records_or_more_is_written(tmp_path):
+    _record(tmp_path, "sd", "kick", [(True, True), (False, True)])
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])  # the same records (people's verdicts added, say)
+    _record(tmp_path, "sd", "squat", [(True, True)])
+    _record(tmp_path, "ti", "kick", [(True, True)])
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])
+    assert pd.read_csv(tmp_path / "leaderboard.csv")[["method", "images"]].values.tolist() == [["sd", 3], ["ti", 1]]
+    _record(tmp_path, "ti", "squat", [(True, True)], model="tiny")  # another board's row: nothing lost
+    leaderboard.main([f"results_dir={tmp_path}", "bootstrap=10"])
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--help"], 0, "usage: python -m actionbench.leaderboard"),
+    (["reslts_dir=somewhere"], 2, "unknown key 'reslts_dir' (did you mean results_dir?); valid keys: results_dir, out,"),
+    (["results_dir=nowhere"], 2, "no complete records under nowhere"),
+])
+def test_the_command_line_builds_nothing_it_was_not_asked(argv, code, says, tmp_path, monkeypatch, capsys):
+    _record(tmp_path / "results", "sd", "kick", [(True, True)])  # a board the defaults would build
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        leaderboard.main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == code and says in (out if code == 0 else err)
+    assert not (tmp_path / "results" / "leaderboard.csv").exists()

@@ -60,7 +60,36 @@ def test_the_board_and_the_command_print_the_paired_differences(tmp_path, capsys
     compare.main([f"results_dir={tmp_path}", "pairs=[ti:adi]", "actions=[kick]", "bootstrap=50"])
     out = capsys.readouterr().out
     assert "| ti | adi | 2 | 20 |" in out and "| ti | sd | 2 | 20 |" in out
-    with pytest.raises(SystemExit, match="no records of them"):
-        compare.main([f"results_dir={tmp_path}", "actions=[wave]"])
-    with pytest.raises(SystemExit, match="FIRST:SECOND"):
-        compare.main([f"results_dir={tmp_path}", "pairs=[ti]"])
+    for argv, says in ((["actions=[wave]"], "actions=['wave']: no records of them"), (["pairs=[ti]"], "FIRST:SECOND")):
+        with pytest.raises(SystemExit) as stop:
+            compare.main([f"results_dir={tmp_path}", *argv])
+        assert stop.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["pairs=[twinact:adi]"], "pairs: twinact has no records; methods with records: adi, sd, ti"),
+    (["baseline=sdd"], "baseline=sdd: no records of it; methods with records: adi, sd, ti"),
+    (["actoins=[kick]"], "unknown key 'actoins' (did you mean actions?); valid keys: results_dir, pairs, actions, baseline"),
+    (["--help"], None),
+])
+def test_compare_names_the_methods_with_records_and_runs_nothing_it_was_not_asked(argv, says, tmp_path, capsys):
+    """A pair or baseline without records, or a misspelt key, is an error naming what is there (not another
+    table, nor "no two methods share images"); --help only prints."""
+    _board(tmp_path, np.random.default_rng(2), seeds=1, images=4)
+    with pytest.raises(SystemExit) as stop:
+        compare.main([f"results_dir={tmp_path}", *argv])
+    out, err = capsys.readouterr()
+    assert "Paired differences" not in out, "no table"
+    if says is None:
+        assert stop.value.code == 0 and out.startswith("usage: python -m actionbench.compare")
+    else:
+        assert stop.value.code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_pair_of_methods_that_share_no_images_is_an_error(tmp_path, capsys):
+    _record(tmp_path, "sd", "kick", [(False, True)] * 4)
+    _record(tmp_path, "ti", "kick", [(True, True)] * 4)
+    _record(tmp_path, "adi", "squat", [(True, True)] * 4)
+    with pytest.raises(SystemExit) as stop:
+        compare.main([f"results_dir={tmp_path}", "pairs=[ti:adi]", "bootstrap=10"])
+    assert stop.value.code == 2 and "pairs=['ti:adi']: no images of both" in capsys.readouterr().err

@@ -73,3 +73,21 @@ def test_tau_gets_an_interval_over_resampled_actions(tmp_path, capsys):
     split.to_csv(tmp_path / "leaderboard_per_action.csv", index=False)
     rank.main([f"board={tmp_path / 'leaderboard.csv'}"])
     assert "tau_low" in capsys.readouterr().out, "the per-action board beside the board is found"
+
+
+@pytest.mark.parametrize("key", ["board", "per_action", "reference"])
+def test_a_missing_file_is_one_line_and_exit_2(key, tmp_path, capsys):
+    pd.DataFrame({"benchmark": ["synthetic"], "model": ["synthetic"], "method": ["sd"], "Total": [5.0]}).to_csv(
+        tmp_path / "leaderboard.csv", index=False)
+    with pytest.raises(SystemExit) as stop:
+        rank.main([f"board={tmp_path / 'leaderboard.csv'}", f"{key}={tmp_path / 'missing.csv'}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == f"python -m eval.rank: error: {key}={tmp_path / 'missing.csv'}: no such file\n"
+
+
+def test_help_ranks_nothing(capsys):
+    with pytest.raises(SystemExit) as stop:
+        rank.main(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "board=results/world/leaderboard.csv" in out
+    assert "Total vs the ADI paper's Total" not in out, "no ranking"

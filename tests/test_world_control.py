@@ -32,7 +32,9 @@ def test_the_control_holds_only_when_enough_actions_reach_the_bar(tmp_path):
     assert json.loads((tmp_path / "control.json").read_text())["passed"] is True
 
 
-def test_a_missing_run_names_the_command_that_makes_it(tmp_path):
-    with pytest.raises(SystemExit, match="benchmark=synthetic_control method=sd action=wave seed=0"):
+def test_a_missing_run_names_the_command_that_makes_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         control.main([f"runs_dir={tmp_path}", f"model={tmp_path}"])
+    assert stop.value.code == 2
+    assert "benchmark=synthetic_control method=sd action=wave seed=0" in capsys.readouterr().err
     assert not (tmp_path / "control.json").exists()

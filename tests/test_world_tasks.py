@@ -102,7 +102,7 @@ def test_a_board_of_one_task_has_no_tasks_plot(tmp_path):
 
 
 def test_reversions_ladder_climbs_to_its_own_recipes_step_count_and_the_world_runs_its_tuned_count():
-    """`python -m actionbench.convergence --methods reversion` judges every rung up to ReVersion's faithful 3,000
+    """`python -m actionbench.convergence methods=[reversion]` judges every rung up to ReVersion's faithful 3,000
     steps; conf/tuning/synthetic_reversion.yaml is where its world count goes, and what a world run uses."""
     assert faithful_steps(["method=reversion"]) == 3000
     assert rungs(LADDER, faithful_steps(["method=reversion"])) == list(LADDER)

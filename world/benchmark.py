@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
+from actionbench.cli import command
 from actionbench.files import write_atomic
 from actionbench.task import PLACEHOLDER
 from world import BENCHMARK, CONTROL, UNNAMED
@@ -97,6 +98,7 @@ def write_task(folder, task: WorldTask) -> None:
     print(f"wrote {folder}")
 
 
+@command()
 def main() -> None:
     for folder, task in TASKS.items():
         write_task(folder, task)

@@ -18,7 +18,6 @@ writes `world_clip_b.safetensors` (+ .yaml, .md) beside the first (about 5 minut
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from PIL import Image
 from safetensors.torch import save
 from tqdm.auto import tqdm
 
+from actionbench.cli import command
 from actionbench.files import write_atomic
 from actionbench.task import load_task
 from world import BENCHMARK, WEIGHTS
@@ -144,8 +144,8 @@ def agreement(weights: Path, count: int, seed: int) -> dict:
     return {"images": total, **{k: round(100 * v / total, 2) for k, v in counts.items()}}
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ClipTraining), OmegaConf.from_cli(argv)))
+@command(ClipTraining)
+def main(cfg: ClipTraining) -> None:
     out = Path(cfg.out_dir or WEIGHTS)
     started = time.perf_counter()
     model = train(cfg)
@@ -169,4 +169,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -9,12 +9,11 @@ Reads the control runs' records and writes control.json into the model folder, w
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
+from actionbench.cli import command
 from actionbench.errors import UserError
 from actionbench.files import write_json
 from world.pretrain import MODEL
@@ -56,12 +55,9 @@ def control(cfg: ControlConfig) -> dict:
                        f"action={','.join(cfg.actions)} seed={cfg.seed}"}
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ControlConfig), OmegaConf.from_cli(argv)))
-    try:
-        result = control(cfg)
-    except UserError as err:
-        sys.exit(f"world.control: error: {err}")
+@command(ControlConfig)
+def main(cfg: ControlConfig) -> None:
+    result = control(cfg)
     for row in result["rows"]:
         print(f"{row['action']}: sd Total {row['sd']['total']}%, {cfg.method} Total {row['trained']['total']}% "
               f"({row['ratio']:.0%} of sd)")
@@ -71,4 +67,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

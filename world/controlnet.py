@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from actionbench.cli import command
 from actionbench.files import replace_dir
 from world import BENCHMARK, CONTROLNET
 from world.pretrain import MODEL, PretrainConfig, dataset, encode, resolve_steps, time_per_step
@@ -208,12 +208,12 @@ ControlNet: its subject %, and how often it draws the action unprompted. % judge
 """
 
 
-def main(argv: list[str]) -> None:
+@command(ControlNetConfig)
+def main(cfg: ControlNetConfig) -> None:
     from diffusers import ControlNetModel, StableDiffusionPipeline
 
     from actionbench.models import TextToImageModel
 
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ControlNetConfig), OmegaConf.from_cli(argv)))
     device = torch.device(cfg.device)
     work, out = Path(cfg.work_dir), Path(cfg.out_dir or CONTROLNET)
     work.mkdir(parents=True, exist_ok=True)
@@ -249,4 +249,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,15 +1,16 @@
 """The README's picture of the world: every subject (rows) doing every action (columns).
-    python -m world.grid [out.png]      (default docs/world_grid.png)
+    python -m world.grid [out=docs/world_grid.png]
 """
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from actionbench.cli import command
 from world.render import ACTIONS, SUBJECTS, render
 
 CELL, LABEL_W, LABEL_H = 64, 120, 28
@@ -33,12 +34,18 @@ def grid() -> Image.Image:
     return canvas
 
 
-def main(argv: list[str]) -> None:
-    out = Path(argv[0] if argv else "docs/world_grid.png")
+@dataclass
+class Keys:
+    out: Path = Path("docs/world_grid.png")  # the picture's file
+
+
+@command(Keys)
+def main(args: Keys) -> None:
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     grid().save(out)
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -11,7 +11,6 @@ Train (deterministic from the config and seed; writes weights, config and report
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 from tqdm.auto import tqdm
 
+from actionbench.cli import command
 from actionbench.files import write_atomic
 from world import WEIGHTS
 from world.render import ACTIONS, SUBJECTS, random_dataset
@@ -162,8 +162,8 @@ def format_confusion(classes: list[str], matrix: np.ndarray) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JudgeTraining), OmegaConf.from_cli(argv)))
+@command(JudgeTraining)
+def main(cfg: JudgeTraining) -> None:
     out = Path(cfg.out_dir or WEIGHTS)
     started = time.perf_counter()
     images, subject_ids, action_ids = random_dataset(cfg.train_images, cfg.seed)
@@ -185,4 +185,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

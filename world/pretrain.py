@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 from omegaconf import OmegaConf
 
+from actionbench.cli import command
 from actionbench.files import atomic_file, replace_dir, write_atomic
 from world import WORLD
 from world.training import Checkpoint, Training, train
@@ -426,8 +426,8 @@ def save_pipeline(tokenizer, text_encoder, vae, unet, scheduler, out: Path, extr
     replace_dir(tmp, out)
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), OmegaConf.from_cli(argv)))
+@command(PretrainConfig)
+def main(cfg: PretrainConfig) -> None:
     device = torch.device(cfg.device)
     work, out = Path(cfg.work_dir), Path(cfg.out_dir or MODEL)
     work.mkdir(parents=True, exist_ok=True)
@@ -498,4 +498,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

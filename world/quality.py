@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
+from actionbench.cli import command
 from actionbench.files import write_atomic
 from world.judges import Judge
 from world.pretrain import DATA_FIELDS, MODEL, VAE_FIELDS, PretrainConfig
@@ -282,8 +281,8 @@ How often each action appears when only the subject is named (%): {appears}.
 """
 
 
-def main(argv: list[str]) -> None:
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(QualityConfig), OmegaConf.from_cli(argv)))
+@command(QualityConfig)
+def main(cfg: QualityConfig) -> None:
     folder = Path(cfg.model or MODEL)
     if cfg.measure:
         from actionbench.models import load_pretrained
@@ -313,4 +312,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
