@@ -1,6 +1,6 @@
 """The leaderboard: every complete record under a results folder, one row per benchmark x model x method.
 
-    python -m actionbench.leaderboard [results_dir=results] [out=<results_dir>] [bootstrap=1000] [replace=false]
+    python -m actionbench.leaderboard [results_dir=results | <out>/runs] [out=<results_dir>] [bootstrap=1000] [replace=false]
 
 Writes leaderboard.csv (Action / Subject / Total over all images of all actions, and Leak where the scorer
 tells, with bootstrap 95% intervals that resample runs (action x seed) within each action, then images
@@ -9,8 +9,9 @@ the headline one, CLIP_* and VQASCORE_*, where a record has them), leaderboard_p
 leaderboard_per_category.csv (Subject / Total / Leak per subject category), leaderboard_paired.csv (each
 method against sd on the same images, eval/paired.py), LEADERBOARD.md, plots/ (whatever
 else lies there is removed: boards gone) and report.html into `out` (by default results_dir; the committed
-world board lives in its own folder, results/world/, which a user's board never overwrites:
-`python -m actionbench.leaderboard out=results/world` rebuilds it). A board is never written over one built
+world board lives in its own folder, results/world/, with its records in results/world/runs/, which a user's
+board neither reads nor overwrites: `python -m actionbench.leaderboard out=results/world` rebuilds it from them,
+as results_dir defaults to out's runs/ where it has one). A board is never written over one built
 from more: where `out` holds a leaderboard.csv with a row (benchmark / model / method) these records lack, or
 hold fewer images of, nothing is written and the error names those rows (`replace=true` writes anyway). Boards of the real ActionBench
 show the ADI paper's published rows beside them. When results_dir holds people's verdicts
@@ -54,6 +55,7 @@ CONTROL = "synthetic_control"  # the world's positive control (results_dir=resul
 CONVERGENCE = "convergence"  # results/convergence/: the step-count ladders (python -m actionbench.convergence)
 SMOKE = "smoke"  # results/smoke/: model=tiny smoke tests, whose scores measure nothing (conf/model/tiny.yaml)
 WORLD_BOARD = "world"  # results/world/: the committed world board, whose records (runs/) make only that board
+RUNS = "runs"  # a board folder's own records (results/world/runs/), read when the board is rebuilt into it
 HUMAN = ("Human_Action", "Human_Subject", "Human_Total")
 AGREEMENT = ("Agree_Action", "Kappa_Action", "Agree_Subject", "Kappa_Subject")
 RATERS = ("Fleiss_Action", "Fleiss_Subject")  # how far people agree among themselves
@@ -560,7 +562,8 @@ PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-o
 
 @dataclass
 class Keys:
-    results_dir: Path = Path("results")  # the folder whose complete records the board is built from
+    results_dir: Path | None = None  # the folder whose complete records the board is built from (default: out's runs/
+    # where out has one, as the committed world board's results/world/runs/; else results)
     out: Path | None = None  # where the board is written (default: results_dir)
     bootstrap: int = 1000  # resamples of each interval
     replace: bool = False  # true: write over a board in out even where it holds rows or images this one lacks
@@ -595,13 +598,24 @@ def refuse_a_smaller_board(out: Path, board: pd.DataFrame) -> None:
 
 
 @command(Keys)
+def records_folder(args: Keys) -> Path:
+    """The records a board is built from: `results_dir`, else the runs/ beside a board `out` keeps its records in
+    (results/world/runs/: `out=results/world` rebuilds the committed board from its committed records), else results."""
+    if args.results_dir is not None:
+        return args.results_dir
+    if args.out is not None and (args.out / RUNS).is_dir():
+        return args.out / RUNS
+    return Path("results")
+
+
 def main(args: Keys) -> None:
-    out = args.out or args.results_dir
-    images, board, per_action, skipped = build(args.results_dir, args.bootstrap)
+    results_dir = records_folder(args)
+    out = args.out or results_dir
+    images, board, per_action, skipped = build(results_dir, args.bootstrap)
     for message in skipped:
         print(message, file=sys.stderr)
     if images.empty:
-        raise UserError(f"no complete records under {args.results_dir}")
+        raise UserError(f"no complete records under {results_dir}")
     if not args.replace:
         refuse_a_smaller_board(out, board)
     versions = board_versions(images)

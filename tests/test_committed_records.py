@@ -1,14 +1,17 @@
 """The world board's records are committed (results/world/runs/: records and image sidecars, no images or
 artifacts), so a sweep resumes from a clean clone wherever it lies, and the committed board rebuilds from them."""
 
+import io
 import json
 import shutil
 import subprocess
 
+import pandas as pd
+
 from conftest import REPO, compose_config
 
 import world
-from actionbench import convergence
+from actionbench import convergence, leaderboard
 from actionbench.run import resolved_config, run
 from methods.textual_inversion import TextualInversion
 
@@ -45,3 +48,16 @@ def test_a_sweep_resumed_from_committed_records_trains_nothing_already_recorded(
     assert run(compose_config(overrides)) == json.loads((first / runs / "ti/salute/seed0/record.json").read_text())
     assert "skipped" in capsys.readouterr().out
     assert record["aggregates"]["images"] == 46
+
+
+def test_the_committed_world_board_is_what_its_committed_records_make():
+    """Fails when either is stale: the board's table rebuilt from results/world/runs/ equals the committed one
+    (`python -m actionbench.leaderboard out=results/world` writes both from the same records)."""
+    board_dir = REPO / "results" / "world"
+    _, board, per_action, skipped = leaderboard.build(board_dir / "runs", 1000)
+    assert not skipped
+    committed = pd.read_csv(board_dir / "leaderboard.csv")
+    rebuilt = pd.read_csv(io.StringIO(board.to_csv(index=False)))
+    pd.testing.assert_frame_equal(rebuilt, committed)
+    committed_actions = pd.read_csv(board_dir / "leaderboard_per_action.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(per_action.to_csv(index=False))), committed_actions)
