@@ -3,12 +3,15 @@ none for random weights), found before any expensive work. Scorers judge with th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
+from transformers.initialization import no_init_weights
 
+from actionbench.architectures import is_random
 from actionbench.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"  # the project's own open_clip model configs
@@ -25,7 +28,8 @@ class OpenClip:
 
     @property
     def random_weights(self) -> bool:
-        return self.pretrained is None
+        """No weights, or a random-weight checkpoint built by actionbench.architectures: scores measure nothing."""
+        return self.pretrained is None or is_random(self.pretrained)
 
     def describe(self) -> dict:
         return {"kind": "open_clip", "model": self.model_name, "pretrained": self.pretrained}
@@ -64,9 +68,12 @@ class OpenClip:
     def load(self, device: torch.device):
         """(model, preprocess, tokenizer), the model frozen in eval mode on `device`."""
         if self._loaded is None:
-            if self._weights is None and not self.random_weights:
+            if self._weights is None and self.pretrained is not None:
                 self.check()
-            with torch.random.fork_rng(devices=[]):
+            # weights from a file replace every parameter (open_clip loads strictly): drawing random ones first
+            # would only cost time (ViT-H-14: 40 s of CPU)
+            skip_init = no_init_weights() if self._weights else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=[]), skip_init:
                 torch.manual_seed(self.seed)  # random-weight models are reproducible too
                 model, _, preprocess = open_clip.create_model_and_transforms(self.model_name, pretrained=self._weights)
             self._loaded = model.eval().requires_grad_(False), preprocess, open_clip.get_tokenizer(self.model_name)

@@ -129,11 +129,12 @@ def _byte_symbols() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
-def clip_tokenizer():
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):
     """The real CLIP BPE tokenizer (49,408 tokens), built offline from the vocabulary open_clip ships.
 
     Same merges, vocabulary order and special tokens as `openai/clip-vit-large-patch14`'s tokenizer, so
-    token-adding code behaves exactly as it does with Stable Diffusion's own tokenizer.
+    token-adding code behaves exactly as it does with Stable Diffusion's own tokenizer. `pad_token`: SD 1.x
+    pads with `<|endoftext|>`, SD 2.x with `!` (id 0, as OpenCLIP pads).
     """
     from importlib.util import find_spec
 
@@ -149,7 +150,7 @@ def clip_tokenizer():
         vocab_file, merges_file = Path(tmp, "vocab.json"), Path(tmp, "merges.txt")
         vocab_file.write_text(json.dumps({token: i for i, token in enumerate(vocab)}))
         merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-        return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
+        return CLIPTokenizer(str(vocab_file), str(merges_file), pad_token=pad_token, model_max_length=77)
 
 
 def tiny_pipeline(
