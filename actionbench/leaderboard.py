@@ -489,8 +489,11 @@ def pictures(images: pd.DataFrame, board: pd.DataFrame, per_action: pd.DataFrame
             exemplars = _exemplars(cells.run_dir.iloc[0], action)
             cells = pd.DataFrame({"method": cells.run_method, "subject": cells.subject,
                                   "image": [Path(d) / f for d, f in zip(cells.run_dir, cells.file)]})
-            made.append((f"{title}: {action}", plots.image_grid(cells, out / "plots" / "grids" / f"{name}_{action}.png",
-                                                                exemplars)))
+            grid = out / "plots" / "grids" / f"{name}_{action}.png"
+            if grid.is_file() and not any(path.is_file() for path in cells.image):
+                made.append((f"{title}: {action}", grid))  # committed records keep no images: the grid drawn from them stays
+                continue
+            made.append((f"{title}: {action}", plots.image_grid(cells, grid, exemplars)))
     made += task_pictures(board, out)
     kept = {path.resolve() for _, path in made}
     for path in (out / "plots").rglob("*.png"):
