@@ -600,7 +600,6 @@ def refuse_a_smaller_board(out: Path, board: pd.DataFrame) -> None:
                         "written: replace=true writes over it anyway, out=FOLDER writes elsewhere")
 
 
-@command(Keys)
 def records_folder(args: Keys) -> Path:
     """The records a board is built from: `results_dir`, else the runs/ beside a board `out` keeps its records in
     (results/world/runs/: `out=results/world` rebuilds the committed board from its committed records), else results."""
@@ -611,6 +610,7 @@ def records_folder(args: Keys) -> Path:
     return Path("results")
 
 
+@command(Keys)
 def main(args: Keys) -> None:
     results_dir = records_folder(args)
     out = args.out or results_dir
