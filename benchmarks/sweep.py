@@ -10,7 +10,7 @@ recorded time per run, or, for a method with no record at all, its step count x 
 results/benchmarks/train_step.csv; a method not timed there, the method it extends) plus a run's generation and
 scoring (the mean of the records found; without any, results/benchmarks/generation.csv and scoring.csv, model
 loading not counted). The two processes share the methods out longest first; the commands printed write
-their records under `runs` (as `runs_dir=`) and build the board from them.
+their records under `runs` (as `+runs_dir=`) and build the board from them.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def commands(groups: list[list[str]], seeds: list[int], runs: Path) -> list[str]
     """The shell lines of the split: per process (core), one multirun over its default-settings methods and one
     per variant (a variant's settings would apply to every method of a shared multirun); then the board."""
     entries = {e.label: e for e in ENTRIES}
-    where = "" if runs == RUNS else f" runs_dir={runs}"
+    where = "" if runs == RUNS else f" +runs_dir={runs}"  # not a key of conf/config.yaml: Hydra's + adds it
     lines = ["A=" + ",".join(ACTIONS)]
     for core, group in enumerate(groups):
         start = f"OMP_NUM_THREADS=1 taskset -c {core} python -m actionbench.run -m seed={','.join(map(str, seeds))}{where}"

@@ -72,7 +72,7 @@ def test_the_sweep_times_count_every_seed_asked_and_print_the_split_as_commands(
     assert (rows["twinact"]["records"], rows["twinact"]["total_s"]) == (16, 2400.0), "the missing seed estimated"
     sweep.main([f"runs={tmp_path}", "seeds=[0,1]"])
     out = capsys.readouterr().out
-    assert out.count(f"python -m actionbench.run -m seed=0,1 runs_dir={tmp_path} method=") == 3, \
+    assert out.count(f"python -m actionbench.run -m seed=0,1 +runs_dir={tmp_path} method=") == 3, \
         "two processes and the variant's multirun, writing where the records are read"
     assert f"python -m actionbench.leaderboard results_dir={tmp_path} out=results/world" in out
 
