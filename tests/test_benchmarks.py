@@ -10,6 +10,7 @@ import pandas as pd
 
 from benchmarks import __main__ as suite
 from benchmarks.train_step import METHODS
+from conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,8 +73,14 @@ def test_the_sweep_times_count_every_seed_asked_and_print_the_split_as_commands(
     assert (rows["twinact"]["records"], rows["twinact"]["total_s"]) == (16, 2400.0), "the missing seed estimated"
     sweep.main([f"runs={tmp_path}", "seeds=[0,1]"])
     out = capsys.readouterr().out
-    assert out.count(f"python -m actionbench.run -m seed=0,1 +runs_dir={tmp_path} method=") == 3, \
-        "two processes and the variant's multirun, writing where the records are read"
+    runs = [command.split(" -m ", 1)[1].split() for line in out.splitlines()  # "( a; b ) &": a and b
+            for command in line.strip("() &").split("; ") if "actionbench.run" in command]
+    assert len(runs) == 3, "two processes and the variant's multirun"
+    for run in runs:  # each a valid command line that writes where the records are read
+        assert run[:2] == ["actionbench.run", "-m"] and "seed=0,1" in run
+        overrides = [o.replace("$A", "kick").split(",")[0] if o.startswith(("method=", "action=", "seed=")) else o
+                     for o in run[2:]]
+        assert compose_config(overrides).output_dir.startswith(f"{tmp_path}/synthetic/synthetic/")
     assert f"python -m actionbench.leaderboard results_dir={tmp_path} out=results/world" in out
 
 
