@@ -13,6 +13,7 @@ from transformers.initialization import no_init_weights
 
 from actionbench.architectures import is_random
 from actionbench.errors import UserError
+from actionbench.hub import cache_only, cache_only_note, offline_reason
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"  # the project's own open_clip model configs
 open_clip.add_model_config(CONFIG_DIR)
@@ -58,10 +59,13 @@ class OpenClip:
             tags = open_clip.list_pretrained_tags_by_model(self.model_name)
             raise UserError(f"{self.key}.pretrained={self.pretrained!r} is neither a file nor a pretrained tag of "
                             f"{self.model_name}; its tags: {', '.join(tags) or 'none'}")
+        offline = offline_reason()
         try:
-            self._weights = open_clip.pretrained.download_pretrained(cfg)
+            with cache_only(offline):
+                self._weights = open_clip.pretrained.download_pretrained(cfg)
         except Exception as err:  # hub and network errors come in many types; all mean "weights not here"
-            raise UserError(f"weights of open_clip {self.model_name}/{self.pretrained} could not be found: "
+            raise UserError(f"weights of open_clip {self.model_name}/{self.pretrained} could not be found"
+                            f"{cache_only_note(offline)}: "
                             f"{str(err).splitlines()[0]}\nPut them in the Hugging Face cache (HF_HOME), or set "
                             f"{self.key}.pretrained to a local checkpoint file.") from err
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from actionbench.errors import UserError, check_choice
+from actionbench.hub import cache_only_note, offline_reason
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -103,6 +104,7 @@ def load_pretrained(
                 f"model.pretrained={pretrained!r}: not a diffusers pipeline folder (no model_index.json); "
                 "convert single-file checkpoints with diffusers' convert_original_stable_diffusion_to_diffusers"
             )
+    offline = None if local else offline_reason()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             str(Path(pretrained).expanduser()) if local else pretrained,
@@ -111,10 +113,11 @@ def load_pretrained(
             variant=variant,
             safety_checker=None,
             requires_safety_checker=False,
+            local_files_only=offline is not None,
         )
     except (OSError, ValueError) as err:  # hub errors (missing repo, offline, gated) are OSError subclasses
         raise UserError(
-            f"model.pretrained={pretrained!r} could not be loaded as a Stable Diffusion pipeline: "
+            f"model.pretrained={pretrained!r} could not be loaded as a Stable Diffusion pipeline{cache_only_note(offline)}: "
             f"{str(err).splitlines()[0]}\nGive a local diffusers folder, or a hub id that is in the "
             "Hugging Face cache (HF_HOME) or reachable online."
         ) from err

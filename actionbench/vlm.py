@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from actionbench.errors import UserError, check_choice
+from actionbench.hub import cache_only_note, offline_reason
 from actionbench.models import DTYPES, looks_local
 
 TINY = "tiny"
@@ -94,10 +95,12 @@ class VisionLanguageModel:
             return folder
         from huggingface_hub import snapshot_download
 
+        offline = offline_reason()
         try:
-            return Path(snapshot_download(self.model, revision=self.revision))
+            return Path(snapshot_download(self.model, revision=self.revision, local_files_only=offline is not None))
         except Exception as err:  # hub and network errors come in many types; all mean "weights not here"
-            raise UserError(f"{self.key}={self.model!r}: the model could not be found: {str(err).splitlines()[0]}\n"
+            raise UserError(f"{self.key}={self.model!r}: the model could not be found{cache_only_note(offline)}: "
+                            f"{str(err).splitlines()[0]}\n"
                             "Put it in the Hugging Face cache (HF_HOME), or give a local folder (its "
                             "save_pretrained), or scorer.model=tiny for a random-weight smoke test.") from err
 

@@ -1,8 +1,15 @@
 """Model loading: clear errors for wrong paths and ids; the tiny pipeline has real SD behaviour."""
 
+import json
+import os
+import socket
+import subprocess
+import sys
+
 import open_clip
 import pytest
 import torch
+from conftest import REPO
 
 from actionbench.errors import UserError
 from actionbench.models import (
@@ -30,6 +37,50 @@ def test_folder_that_is_not_a_pipeline(tmp_path):
 def test_hub_id_not_available_offline():
     with pytest.raises(UserError, match="could not be loaded as a Stable Diffusion pipeline"):
         load_pretrained("no-such-org/no-such-model", **ARGS)
+
+
+# Each hub loader on a model id that is not in the cache, timed apart from the imports: {loader: [s, message]}.
+UNCACHED_LOADS = """
+import json, time
+import torch
+from actionbench.clip import OpenClip
+from actionbench.errors import UserError
+from actionbench.models import load_pretrained
+from actionbench.vlm import VisionLanguageModel
+from diffusers import StableDiffusionPipeline  # noqa: F401  (imported before the clock starts)
+from huggingface_hub import snapshot_download  # noqa: F401
+loads = {"clip": lambda: OpenClip("ViT-B-32", "laion2b_s34b_b79k").check(),
+         "sd": lambda: load_pretrained("no-such-org/no-such-model", 64, 2, 7.5, torch.float32, torch.device("cpu")),
+         "vlm": lambda: VisionLanguageModel("no-such-org/no-such-vlm").check()}
+said = {}
+for name, load in loads.items():
+    start = time.perf_counter()
+    try:
+        load()
+        said[name] = [time.perf_counter() - start, "loaded"]
+    except UserError as err:
+        said[name] = [time.perf_counter() - start, str(err)]
+print(json.dumps(said))
+"""
+
+
+def test_an_unreachable_hub_is_reported_at_once_without_retries(tmp_path):
+    """huggingface_hub retries an unreachable hub for about 25 s a file (open_clip tries two files); with no
+    HF_HUB_OFFLINE set, a quick probe finds the hub down and only the cache is searched."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once the socket is closed
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+           and not k.lower().endswith("_proxy")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, "-c", UNCACHED_LOADS], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = json.loads(result.stdout.splitlines()[-1])
+    assert sorted(said) == ["clip", "sd", "vlm"]
+    for name, (seconds, message) in said.items():
+        assert f"only the Hugging Face cache was searched: the hub (127.0.0.1:{port}) is not reachable" in message, message
+        assert seconds < 10, f"{name}: {seconds:.1f} s"
 
 
 def test_local_folder_round_trip(tmp_path, tiny_model):
