@@ -22,7 +22,9 @@ Remaining deviations from the paper (there is no public reference code):
 - The three samples of a triple share timestep and noise [ours], so their gradients differ by the image alone.
 - The action-different samples come from a DreamBooth-LoRA on each anchor (rank, steps, lr ours), prompted
   with the anchor's caption where the other action's words replace the identifier; cached per model,
-  benchmark, action and those settings.
+  benchmark, action and those settings. `context_identifier` (e.g. "sks person", DreamBooth's rare token and
+  class word) goes before the action's words in both captions, beside the exemplar text's own context words,
+  so the look is bound to a token even where the text names none of it (a bare "{action}").
 - After each step the channels masked in it are put back, as Adam's moments and weight decay would still move
   them (the paper masks the gradient only).
 """
@@ -123,6 +125,7 @@ class ADI(PPlus):
         context_lora_steps: int = 100,
         context_lora_rank: int = 4,
         context_lora_lr: float = 1e-4,
+        context_identifier: str | None = None,
         cache_dir: str = "results/cache",
         **textual_inversion,
     ):
@@ -132,9 +135,19 @@ class ADI(PPlus):
         check_positive("method", action_different_per_anchor=action_different_per_anchor,
                        context_lora_steps=context_lora_steps, context_lora_rank=context_lora_rank,
                        context_lora_lr=context_lora_lr)
+        if context_identifier is not None and not context_identifier.strip():
+            raise UserError("method.context_identifier must be null (the captions as they are) or words such as "
+                            f"'sks person', not {context_identifier!r}")
         self.beta, self.merge, self.layerwise = beta, merge, layerwise
         self.per_anchor, self.cache_dir = action_different_per_anchor, cache_dir
         self.context_lora = dict(steps=context_lora_steps, rank=context_lora_rank, lr=context_lora_lr)
+        self.context_identifier = context_identifier
+
+    def context_caption(self, exemplar, action) -> str:
+        """The context LoRA's caption of an anchor exemplar for an action (its own when training, another one when
+        drawing x(ā,c)): the exemplar text with the action's words, after the identifier where one is set."""
+        identifier = [] if self.context_identifier is None else [self.context_identifier]
+        return exemplar.caption(" ".join([*identifier, action.description]))
 
     def check(self, task, scorer=None) -> None:
         if len(task.action.exemplars) < 2:
@@ -153,9 +166,12 @@ class ADI(PPlus):
 
     def action_different_key(self, model) -> str:
         """What the action-different images depend on besides model, benchmark and action: the context LoRA's
-        settings, how many per anchor, and the sampler's settings (its seeds are fixed per anchor and image)."""
+        settings and captions' identifier, how many per anchor, and the sampler's settings (its seeds are fixed per
+        anchor and image). Without an identifier the key is the one from before the option existed."""
         settings = {**self.context_lora, "per_anchor": self.per_anchor, "inference_steps": model.inference_steps,
                     "guidance_scale": model.guidance_scale}
+        if self.context_identifier is not None:
+            settings["context_identifier"] = self.context_identifier
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     def action_different(self, model, task) -> list[list[tuple[Image.Image, str]]]:
@@ -167,11 +183,12 @@ class ADI(PPlus):
         plan = []
         for i, anchor in enumerate(task.action.exemplars):
             chosen = [others[(i + k) % len(others)] for k in range(min(self.per_anchor, len(others)))]
-            plan.append([(folder / f"anchor{i:02d}_{a.name}.png", anchor.caption(a.description), 1000 * i + k)
+            plan.append([(folder / f"anchor{i:02d}_{a.name}.png", self.context_caption(anchor, a), 1000 * i + k)
                          for k, a in enumerate(chosen)])
         if not all(path.is_file() for jobs in plan for path, _, _ in jobs):
             self._generate_action_different(model, task, plan)
-            write_json(folder / "prompts.json", {"settings": {**self.context_lora, "per_anchor": self.per_anchor},
+            settings = {**self.context_lora, "per_anchor": self.per_anchor, "context_identifier": self.context_identifier}
+            write_json(folder / "prompts.json", {"settings": settings,
                                                  "prompts": {path.name: prompt for jobs in plan for path, prompt, _ in jobs}})
         return [[(Image.open(path).convert("RGB"), prompt) for path, prompt, _ in jobs] for jobs in plan]
 
@@ -188,8 +205,8 @@ class ADI(PPlus):
         return {"action_different": action_different_shares([(read[i], r) for (i, _), r in zip(samples, read[len(anchors):])])}
 
     def _generate_action_different(self, model, task, plan) -> None:
-        """Per anchor: a DreamBooth-LoRA on that one image (its caption with the action in words), then the
-        anchor's caption with other actions' words. The adapter is unloaded afterwards."""
+        """Per anchor: a DreamBooth-LoRA on that one image (its caption with the action in words, `context_caption`),
+        then the anchor's caption with other actions' words. The adapter is unloaded afterwards."""
         pipe, unet = model.pipe, model.pipe.unet
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         for i, (anchor, jobs) in enumerate(zip(task.action.exemplars, plan)):
@@ -198,7 +215,7 @@ class ADI(PPlus):
             params = add_unet_lora(unet, self.context_lora["rank"], adapter_name="adi_context")
             latents = ExemplarLatents(pipe.vae, [anchor.load()], model.resolution, mirrored=False, preprocess=self.preprocess)
             with torch.no_grad():
-                hidden = pipe.text_encoder(token_ids(pipe.tokenizer, [anchor.caption(task.action.description)], model.device))[0]
+                hidden = pipe.text_encoder(token_ids(pipe.tokenizer, [self.context_caption(anchor, task.action)], model.device))[0]
             generator = torch.Generator(model.device).manual_seed(i)
             index, flipped = torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.bool)
 

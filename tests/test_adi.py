@@ -1,10 +1,12 @@
 """ADI: the mask is exactly the rule docs/methods.md gives; training updates with the masked anchor gradient and
 masked channels stay put (also accumulated over several batches); batched per-sample gradients equal separate
-backward passes; the action-different triples are generated once per context-LoRA setting; a benchmark of one
-action is refused before any work."""
+backward passes; the action-different triples are generated once per context-LoRA setting (the captions'
+identifier included), from the exemplar text beside the identifier; a benchmark of one action is refused before any
+work."""
 
 import dataclasses
-
+import hashlib
+import json
 
 import pytest
 import torch
@@ -19,7 +21,7 @@ from actionbench.errors import UserError
 from methods.adi import ADI, action_different_shares, adi_mask, per_sample_gradients
 from methods.mechanics.layerwise import encode_per_layer
 from methods.mechanics.loss import noise_prediction_loss
-from methods.mechanics.tokens import EmbeddingOverride, add_tokens, vector_tokens
+from methods.mechanics.tokens import EmbeddingOverride, add_tokens, token_ids, vector_tokens
 from methods.textual_inversion import EMBEDS_FILE
 
 # Two tokens of 5 channels. The anchor gradient is not zero (leaving it out of |g(a,c) - g(.)| changes the
@@ -151,6 +153,54 @@ def test_action_different_images_are_cached_per_context_lora_setting(tiny_model,
     assert len(folders(context_lora_steps=2)) == 2, "other context-LoRA steps draw their own"
     assert len(folders(context_lora_rank=2)) == 3 and len(folders(context_lora_lr=1e-3)) == 4
     assert len(folders(action_different_per_anchor=2)) == 5
+    assert len(folders(context_identifier="sks person")) == 6, "an identifier in the captions draws its own"
+
+
+def bare_placeholder(task):
+    """The task with every exemplar text the placeholder alone, as benchmark=synthetic_unnamed's."""
+    action = dataclasses.replace(task.action, exemplars=tuple(dataclasses.replace(e, text="{action}")
+                                                              for e in task.action.exemplars))
+    return dataclasses.replace(task, action=action)
+
+
+@pytest.mark.parametrize("identifier, bare, trained, drawn", [
+    (None, False, "a red stick figure saluting", "a red stick figure waving a hand"),
+    (None, True, "saluting", "waving a hand"),
+    ("sks person", False, "a red stick figure sks person saluting", "a red stick figure sks person waving a hand"),
+    ("sks person", True, "sks person saluting", "sks person waving a hand"),
+])
+def test_the_context_lora_is_trained_and_prompted_with_the_exemplar_text_beside_the_identifier(
+        identifier, bare, trained, drawn, tiny_model, mini_task, tmp_path, monkeypatch):
+    """A tiny run: the context LoRA of anchor 0 is trained on its text with the identifier before the action's
+    words, and its x(ā,c) are drawn from the same with the other action's words (nothing of the anchor's)."""
+    encoded = []
+
+    def spy(tokenizer, texts, device):
+        encoded.extend(texts)
+        return token_ids(tokenizer, texts, device)
+
+    monkeypatch.setattr(methods.adi, "token_ids", spy)
+    task = bare_placeholder(mini_task) if bare else mini_task
+    method = ADI(action_different_per_anchor=2, context_lora_steps=1, context_identifier=identifier,
+                 cache_dir=str(tmp_path))
+    samples = method.action_different(tiny_model, task)
+    assert encoded[0] == trained and len(encoded) == len(task.action.exemplars)
+    assert samples[0][0][1] == drawn
+    assert all("saluting" not in prompt for jobs in samples for _, prompt in jobs)
+    assert all(prompt.count("sks person") == (identifier is not None) for jobs in samples for _, prompt in jobs)
+
+
+def test_the_context_identifier_has_its_own_cached_samples_and_the_default_keeps_the_old_key(tiny_model):
+    key = ADI(cache_dir="unused").action_different_key(tiny_model)
+    assert ADI(context_identifier="sks person", cache_dir="unused").action_different_key(tiny_model) != key
+    assert ADI(context_identifier="sks dog", cache_dir="unused").action_different_key(
+        tiny_model) != ADI(context_identifier="sks person", cache_dir="unused").action_different_key(tiny_model)
+    # the key of the settings before the option existed: caches of today's captions stay valid
+    settings = {"steps": 100, "rank": 4, "lr": 1e-4, "per_anchor": 3, "inference_steps": tiny_model.inference_steps,
+                "guidance_scale": tiny_model.guidance_scale}
+    assert key == hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    with pytest.raises(UserError, match="context_identifier"):
+        ADI(context_identifier=" ", cache_dir="unused")
 
 
 def test_a_benchmark_of_one_action_is_refused_before_any_work(tiny_model, mini_task, tmp_path):
