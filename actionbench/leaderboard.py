@@ -565,8 +565,7 @@ PAIRED_INTRO = ("\n## Paired differences\n\nEach method against sd (the prompt-o
 
 @dataclass
 class Keys:
-    results_dir: Path | None = None  # the folder whose complete records the board is built from (default: out's runs/
-    # where out has one, as the committed world board's results/world/runs/; else results)
+    results_dir: Path | None = None  # the records' folder (default: out's runs/ where out has one, else results)
     out: Path | None = None  # where the board is written (default: results_dir)
     bootstrap: int = 1000  # resamples of each interval
     replace: bool = False  # true: write over a board in out even where it holds rows or images this one lacks

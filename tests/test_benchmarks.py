@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from benchmarks import __main__ as suite
 from benchmarks.train_step import METHODS
@@ -99,7 +100,9 @@ def test_on_a_clean_clone_the_sweep_estimates_every_board_method_and_prints_the_
              "twinact", "twinact (action_encoder.kind=clip)", "reversion", "controlnet"]
     rows = {line.split("  ")[0]: line for line in out.splitlines() if "records" in line}
     assert sorted(rows) == sorted(board)
-    assert "1000 steps x 70 ms" in rows["textual_inversion"], "TI's world count x its committed step time"
+    steps = yaml.safe_load((REPO / "conf/tuning/synthetic_textual_inversion.yaml").read_text())["method"]["max_train_steps"]
+    step_ms = pd.read_csv(REPO / "results/benchmarks/train_step.csv").set_index("method").ours_ms["textual_inversion"]
+    assert f"{steps} steps x {step_ms:.0f} ms" in rows["textual_inversion"], "TI's world count x its committed step time"
     assert "(textual_inversion's)" in rows["reversion"] and "no training" in rows["sd"]
     runs = [line for line in out.splitlines() if "python -m actionbench.run" in line]
     assert [line.split("taskset -c ")[1][0] for line in runs].count("0") >= 1 and any("taskset -c 1" in r for r in runs)
