@@ -15,7 +15,7 @@ from actionbench.run import run
 CHOICES = {
     "method": {"adi", "controlnet", "custom_diffusion", "dreambooth", "dreambooth_lora", "pplus", "reversion", "sd", "textual_inversion",
                "twinact"},
-    "model": {"sd15", "sd21", "synthetic", "tiny"},
+    "model": {"sd15", "sd15_arch", "sd21", "sd21_768_arch", "sd21_arch", "synthetic", "tiny"},
     "benchmark": {"actionbench", "synthetic", "synthetic_control", "synthetic_unnamed"},
     "scorer": {"clip_vit_h14", "clip_vit_l14", "clip_vqascore", "tiny", "tiny_clip_vqascore", "tiny_vqascore", "vqascore", "world",
                "world_clip", "world_judges"},
